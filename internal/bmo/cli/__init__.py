@@ -1,0 +1,27 @@
+"""The command line (layer 6): the only package that imports typer and rich.
+
+One file per command group. Imports of the server stack happen inside the commands that need
+them, so `bmo version` or `bmo api-key list` start fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from bmo.cli import agents_cmd, config_cmd, serve_cmd
+
+app = typer.Typer(
+    name="bmo",
+    help="bmo: a headless agent hub behind the OpenAI-compatible API.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("serve")(serve_cmd.serve)
+app.command("version")(serve_cmd.version)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(agents_cmd.app, name="agents")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,47 @@
+"""What every command shares: the console, loading config, turning errors into exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import orjson
+import typer
+from rich.console import Console
+
+from bmo.config import Config, load_config
+from bmo.errors import BmoError, ConfigError
+
+HomeOption = typer.Option(None, "--home", help="bmo's folder (default: $BMO_HOME or ~/.bmo)", show_default=False)
+JsonOption = typer.Option(False, "--json", help="Print JSON instead of tables.")
+
+
+def console() -> Console:
+    width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else None
+    return Console(width=width, soft_wrap=False)
+
+
+def err_console() -> Console:
+    return Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err_console().print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def config_or_exit(home: Path | None, flags: dict[str, Any] | None = None, *, write_default: bool = True) -> Config:
+    try:
+        return load_config(home, flags=flags, write_default=write_default)
+    except ConfigError as e:
+        fail(f"bad configuration: {e}", 2)
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
+
+
+def bmo_error_exit(e: BmoError) -> NoReturn:
+    fail(e.message, 1)

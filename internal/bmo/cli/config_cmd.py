@@ -1,0 +1,67 @@
+"""`bmo config validate` and `bmo config show-openai-compat`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from bmo.cli.common import HomeOption, JsonOption, config_or_exit, console, fail, print_json
+from bmo.config import as_dict
+from bmo.errors import ConfigError
+
+app = typer.Typer(help="Check and show the configuration.", no_args_is_help=True)
+
+
+@app.command("validate")
+def validate(home: Path = HomeOption) -> None:
+    """Check config.yaml and every agent file without starting the server."""
+    from bmo.agents import load_agents
+
+    cfg = config_or_exit(home, write_default=False)
+    try:
+        agents = load_agents(cfg)
+    except ConfigError as e:
+        fail(f"bad configuration: {e}", 2)
+    src = cfg.config_file if cfg.config_file and cfg.config_file.exists() else "built-in defaults"
+    console().print(f"ok: {src}; {len(agents)} agent(s): {', '.join(sorted(agents))}", highlight=False)
+
+
+@app.command("show-openai-compat")
+def show_openai_compat(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
+    """The effective OpenAI-compatible configuration."""
+    cfg = config_or_exit(home, write_default=False)
+    d = as_dict(cfg)
+    view = {
+        "bind": f"{cfg.server.host}:{cfg.server.port}",
+        "auth_mode": cfg.auth.mode,
+        "openai_compat": d["openai_compat"],
+        "sessions": d["sessions"],
+        "ledger": d["ledger"],
+        "default_agent": cfg.default_agent,
+        "providers": {
+            n: {"kind": p.kind, "base_url": p.base_url, "api_key_env": p.api_key_env} for n, p in cfg.providers.items()
+        },
+        "home": str(cfg.home),
+        "config_file": d["config_file"],
+    }
+    if as_json:
+        print_json(view)
+        return
+    t = Table(title="bmo OpenAI-compatible configuration", show_header=True)
+    t.add_column("setting")
+    t.add_column("value")
+    t.add_row("bind", view["bind"])
+    t.add_row("auth mode", cfg.auth.mode)
+    for k, v in d["openai_compat"].items():
+        t.add_row(f"openai_compat.{k}", str(v))
+    for k, v in d["sessions"].items():
+        t.add_row(f"sessions.{k}", str(v))
+    for k, v in d["ledger"].items():
+        t.add_row(f"ledger.{k}", str(v))
+    t.add_row("default_agent", cfg.default_agent)
+    for n, p in view["providers"].items():
+        t.add_row(f"provider {n}", f"{p['kind']} {p['base_url']}".strip())
+    t.add_row("home", view["home"])
+    console().print(t)

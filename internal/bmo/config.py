@@ -1,0 +1,388 @@
+"""Typed configuration (layer 1). One loader, visible defaults, one precedence:
+
+    built-in defaults  <  BMO_HOME/config.yaml  <  environment (BMO_*)  <  command-line flags
+
+A bad file never half-starts the server: `load_config` raises `ConfigError` naming the file, the
+key, its line and the problem. Every setting, its default and its environment variable is listed
+in `ENV_VARS` and in README.md (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+from bmo.errors import ConfigError
+
+PROVIDER_KINDS = ("openai", "anthropic", "echo")
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 9000
+    max_body_mb: float = 8
+    shutdown_grace_s: float = 10
+    log_format: str = "text"
+
+
+@dataclass(slots=True)
+class AuthConfig:
+    mode: str = "keys"  # keys | none
+
+
+@dataclass(slots=True)
+class ProviderConfig:
+    kind: str = "openai"
+    base_url: str = ""
+    api_key_env: str | None = None
+    timeout_s: float = 600
+    connect_timeout_s: float = 10
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class OpenAICompatConfig:
+    enabled: bool = True
+    concurrency: int = 64
+    queue_timeout_s: float = 30
+    keepalive_s: float = 15
+    expose_routes: bool = False
+    system_messages: str = "append"  # append | ignore | reject
+    cors_origins: list[str] = field(default_factory=list)
+    max_steps: int = 8
+
+
+@dataclass(slots=True)
+class SessionsConfig:
+    from_user: bool = False
+    from_openwebui_chat_id: bool = True
+    ttl_days: float = 30
+
+
+@dataclass(slots=True)
+class LedgerConfig:
+    store_content: bool = False
+    retention_days: float = 30
+
+
+@dataclass(slots=True)
+class Config:
+    home: Path = field(default_factory=lambda: Path("~/.bmo").expanduser())
+    server: ServerConfig = field(default_factory=ServerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    default_agent: str = "default"
+    agents_dir: str = "agents"
+    openai_compat: OpenAICompatConfig = field(default_factory=OpenAICompatConfig)
+    sessions: SessionsConfig = field(default_factory=SessionsConfig)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    config_file: Path | None = None
+    config_written: bool = False  # true when this start wrote the default config.yaml
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "bmo.db"
+
+    @property
+    def agents_path(self) -> Path:
+        p = Path(self.agents_dir).expanduser()
+        return p if p.is_absolute() else self.home / p
+
+    def is_loopback(self) -> bool:
+        return is_loopback_host(self.server.host)
+
+
+_SECTIONS: dict[str, type] = {
+    "server": ServerConfig,
+    "auth": AuthConfig,
+    "openai_compat": OpenAICompatConfig,
+    "sessions": SessionsConfig,
+    "ledger": LedgerConfig,
+}
+_TOP_SCALARS = {"default_agent": str, "agents_dir": str}
+
+_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("auth", "mode"): ("keys", "none"),
+    ("openai_compat", "system_messages"): ("append", "ignore", "reject"),
+    ("server", "log_format"): ("text", "json"),
+}
+_POSITIVE = {
+    ("server", "port"),
+    ("server", "max_body_mb"),
+    ("openai_compat", "concurrency"),
+    ("openai_compat", "max_steps"),
+    ("openai_compat", "keepalive_s"),
+}
+
+
+def _env_table() -> dict[str, tuple[str, str]]:
+    table: dict[str, tuple[str, str]] = {}
+    for section, cls in _SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            if f.name == "cors_origins":
+                table["BMO_CORS_ORIGINS"] = (section, f.name)
+                continue
+            table[f"BMO_{section.upper()}_{f.name.upper()}"] = (section, f.name)
+    for key in _TOP_SCALARS:
+        table[f"BMO_{key.upper()}"] = ("", key)
+    # short aliases people type
+    table["BMO_HOST"] = ("server", "host")
+    table["BMO_PORT"] = ("server", "port")
+    table["BMO_AUTH"] = ("auth", "mode")
+    table["BMO_CONCURRENCY"] = ("openai_compat", "concurrency")
+    return table
+
+
+ENV_VARS: dict[str, tuple[str, str]] = _env_table()
+
+
+def is_loopback_host(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def default_home(env: dict[str, str] | None = None) -> Path:
+    home = os.environ.get("BMO_HOME") if env is None else env.get("BMO_HOME")
+    return Path(home or "~/.bmo").expanduser()
+
+
+def default_config_text() -> str:
+    return resources.files("bmo.defaults").joinpath("config.yaml").read_text("utf-8")
+
+
+def load_config(
+    home: Path | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    flags: dict[str, Any] | None = None,
+    write_default: bool = True,
+) -> Config:
+    """Build the effective config. Raises ConfigError; never returns a half-valid config."""
+    env = dict(os.environ) if env is None else env
+    home = (home or default_home(env)).expanduser()
+    cfg = Config(home=home)
+    path = home / "config.yaml"
+    cfg.config_file = path
+    if not path.exists() and write_default:
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+            path.write_text(default_config_text(), "utf-8")
+            cfg.config_written = True
+        except OSError as e:
+            raise ConfigError(str(path), None, f"cannot write the default config: {e}") from e
+    if path.exists():
+        _apply_file(cfg, path)
+    _apply_env(cfg, env)
+    for dotted, value in (flags or {}).items():
+        if value is None:
+            continue
+        section, _, key = dotted.rpartition(".")
+        _set(cfg, section, key, value, "command line", f"--{key.replace('_', '-')}")
+    _finish(cfg, env)
+    return cfg
+
+
+def _line_index(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
+    """Map dotted keys to 1-based line numbers, so errors can say where."""
+    out: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode):
+                dotted = f"{prefix}{k.value}"
+                out[dotted] = k.start_mark.line + 1
+                out.update(_line_index(v, dotted + "."))
+    return out
+
+
+def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
+    """Parse a YAML file; a syntax error becomes a ConfigError with its line."""
+    try:
+        text = path.read_text("utf-8")
+    except OSError as e:
+        raise ConfigError(str(path), None, f"cannot read: {e}") from e
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else None
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(str(path), where, f"invalid YAML: {problem}") from e
+    return data, _line_index(node)
+
+
+def _apply_file(cfg: Config, path: Path) -> None:
+    data, lines = read_yaml(path)
+    if data is None:
+        return
+    src = str(path)
+
+    def where(key: str) -> str:
+        return f"{key} (line {lines[key]})" if key in lines else key
+
+    if not isinstance(data, dict):
+        raise ConfigError(src, None, "the top level must be a mapping of keys")
+    for key, value in data.items():
+        if key in _SECTIONS:
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise ConfigError(src, where(key), "must be a mapping")
+            for sub, v in value.items():
+                _set(cfg, key, str(sub), v, src, where(f"{key}.{sub}"))
+        elif key in _TOP_SCALARS:
+            _set(cfg, "", key, value, src, where(key))
+        elif key == "providers":
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise ConfigError(src, where(key), "must be a mapping of name -> provider")
+            for name, pv in value.items():
+                cfg.providers[str(name)] = _provider(str(name), pv, src, where, f"providers.{name}")
+        else:
+            known = ", ".join(sorted([*_SECTIONS, *_TOP_SCALARS, "providers"]))
+            raise ConfigError(src, where(str(key)), f"unknown key (known: {known})")
+
+
+def _provider(name: str, raw: Any, src: str, where: Any, key: str) -> ProviderConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(src, where(key), "a provider must be a mapping with at least `kind`")
+    pc = ProviderConfig()
+    hints = get_type_hints(ProviderConfig)
+    for k, v in raw.items():
+        if k not in hints:
+            known = ", ".join(f.name for f in dataclasses.fields(ProviderConfig))
+            raise ConfigError(src, where(f"{key}.{k}"), f"unknown provider key (known: {known})")
+        setattr(pc, k, _coerce(v, hints[k], src, where(f"{key}.{k}")))
+    if pc.kind not in PROVIDER_KINDS:
+        raise ConfigError(src, where(f"{key}.kind"), f"must be one of {', '.join(PROVIDER_KINDS)}")
+    if "/" in name or not name:
+        raise ConfigError(src, where(key), "a provider name must not be empty or contain '/'")
+    if pc.kind == "openai" and not pc.base_url:
+        pc.base_url = "https://api.openai.com/v1"
+    if pc.kind == "anthropic" and not pc.base_url:
+        pc.base_url = "https://api.anthropic.com"
+    if pc.kind != "echo" and not pc.base_url.startswith(("http://", "https://")):
+        raise ConfigError(src, where(f"{key}.base_url"), "must start with http:// or https://")
+    if pc.timeout_s <= 0:
+        raise ConfigError(src, where(f"{key}.timeout_s"), "must be > 0")
+    return pc
+
+
+def _coerce(value: Any, typ: Any, src: str, key: str) -> Any:
+    origin = get_origin(typ)
+    args = get_args(typ)
+    if origin is not None and type(None) in args:  # Optional[X]
+        if value is None:
+            return None
+        typ = next(a for a in args if a is not type(None))
+        origin, args = get_origin(typ), get_args(typ)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(src, key, f"must be true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool):
+            raise ConfigError(src, key, f"must be a whole number, got {value!r}")
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            raise ConfigError(src, key, f"must be a whole number, got {value!r}") from None
+    if typ is float:
+        if isinstance(value, bool):
+            raise ConfigError(src, key, f"must be a number, got {value!r}")
+        try:
+            return float(str(value).strip())
+        except ValueError:
+            raise ConfigError(src, key, f"must be a number, got {value!r}") from None
+    if typ is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(src, key, f"must be a string, got {value!r}")
+        return str(value)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(src, key, f"must be a list, got {value!r}")
+        return [_coerce(v, args[0], src, key) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(src, key, f"must be a mapping, got {value!r}")
+        return {str(k): _coerce(v, args[1], src, f"{key}.{k}") for k, v in value.items()}
+    raise ConfigError(src, key, f"unsupported type {typ!r}")  # pragma: no cover
+
+
+def _set(cfg: Config, section: str, key: str, value: Any, src: str, where: str) -> None:
+    target: Any = cfg if not section else getattr(cfg, section, None)
+    cls = type(target)
+    if target is None or (section and section not in _SECTIONS):
+        raise ConfigError(src, where, f"unknown section {section!r}")
+    hints = get_type_hints(cls)
+    if key not in hints or (not section and key not in _TOP_SCALARS):
+        known = ", ".join(f.name for f in dataclasses.fields(cls)) if section else ", ".join(_TOP_SCALARS)
+        raise ConfigError(src, where, f"unknown key (known: {known})")
+    v = _coerce(value, hints[key], src, where)
+    choices = _CHOICES.get((section, key))
+    if choices and v not in choices:
+        raise ConfigError(src, where, f"must be one of {', '.join(choices)}, got {v!r}")
+    if (section, key) in _POSITIVE and v <= 0:
+        raise ConfigError(src, where, f"must be greater than 0, got {v!r}")
+    if (section, key) == ("server", "port") and v > 65535:
+        raise ConfigError(src, where, f"must be a port number (1-65535), got {v!r}")
+    setattr(target, key, v)
+
+
+def _apply_env(cfg: Config, env: dict[str, str]) -> None:
+    for name, (section, key) in ENV_VARS.items():
+        if name in env and env[name] != "":
+            _set(cfg, section, key, env[name], "environment", name)
+
+
+def _finish(cfg: Config, env: dict[str, str]) -> None:
+    # OPENAI_API_KEY / OPENAI_BASE_URL register an `openai` provider unless the file has one.
+    if "openai" not in cfg.providers and (env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL")):
+        cfg.providers["openai"] = ProviderConfig(
+            kind="openai",
+            base_url=env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
+            api_key_env="OPENAI_API_KEY",
+        )
+    # `local` (the offline echo provider) is always there.
+    cfg.providers.setdefault("local", ProviderConfig(kind="echo"))
+    for name, pc in cfg.providers.items():
+        pc.base_url = pc.base_url.rstrip("/")
+        if pc.api_key_env is not None and not pc.api_key_env.replace("_", "").isalnum():
+            raise ConfigError(
+                str(cfg.config_file),
+                f"providers.{name}.api_key_env",
+                "must name an environment variable (the key itself is never written in the config)",
+            )
+    if cfg.auth.mode == "none" and not cfg.is_loopback():
+        raise ConfigError(
+            str(cfg.config_file),
+            "auth.mode",
+            f"auth.mode none is refused when binding the non-loopback address {cfg.server.host!r}: "
+            "anyone who can reach it could use your upstream keys. Bind 127.0.0.1 or use auth.mode keys.",
+        )
+
+
+def as_dict(cfg: Config) -> dict[str, Any]:
+    """The effective config as plain data (for `bmo config show-openai-compat`, posture)."""
+    d = dataclasses.asdict(cfg)
+    d["home"] = str(cfg.home)
+    d["config_file"] = str(cfg.config_file) if cfg.config_file else None
+    d.pop("config_written", None)
+    return d

@@ -1,0 +1,191 @@
+"""OpenAI Chat Completions, upstream side (layer 1, pure, no I/O).
+
+`to_upstream_body` renders the internal request for any Chat Completions server (OpenAI, vLLM,
+llama.cpp, Ollama...); `from_completion_body` and `ChunkParser` read its answers back into the
+internal model. Upstreams are forgiving and sloppy in different ways; this module absorbs that
+(missing tool-call indexes, `finish_reason: ""`, usage in odd places) so nothing above it has to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bmo.chat import (
+    Completion,
+    Event,
+    Finish,
+    Message,
+    ReasoningDelta,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolSpec,
+    Usage,
+)
+from bmo.protocol.openai import tool_call_obj
+
+FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter"})
+
+
+def normalise_finish(reason: Any, has_tool_calls: bool = False) -> str:
+    """Map whatever an upstream says to the four values clients accept (CLIENTS #8)."""
+    if reason == "function_call":
+        return "tool_calls"
+    if reason in FINISH_REASONS:
+        return str(reason)
+    if reason in ("max_tokens", "model_length"):
+        return "length"
+    return "tool_calls" if has_tool_calls else "stop"
+
+
+def message_obj(m: Message) -> dict[str, Any]:
+    d: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.name is not None and m.role in ("user", "system", "developer", "assistant"):
+        d["name"] = m.name
+    if m.tool_calls:
+        d["tool_calls"] = [tool_call_obj(tc) for tc in m.tool_calls]
+    if m.tool_call_id is not None:
+        d["tool_call_id"] = m.tool_call_id
+    if m.role == "tool" and m.content is None:
+        d["content"] = ""
+    return d
+
+
+def tool_obj(t: ToolSpec) -> dict[str, Any]:
+    fn: dict[str, Any] = {"name": t.name, "description": t.description, "parameters": t.schema}
+    if t.strict is not None:
+        fn["strict"] = t.strict
+    return {"type": "function", "function": fn}
+
+
+def to_upstream_body(
+    *,
+    model: str,
+    messages: list[Message],
+    params: dict[str, Any],
+    tools: list[ToolSpec],
+    tool_choice: Any,
+    stream: bool,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model, "messages": [message_obj(m) for m in messages]}
+    body.update(params)
+    if tools:
+        body["tools"] = [tool_obj(t) for t in tools]
+        if tool_choice is not None:
+            body["tool_choice"] = tool_choice
+    else:
+        body.pop("parallel_tool_calls", None)  # servers reject it without tools
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}  # bmo's usage must be real
+    return body
+
+
+def usage_from(obj: Any) -> Usage | None:
+    if not isinstance(obj, dict):
+        return None
+    p = obj.get("prompt_tokens")
+    c = obj.get("completion_tokens")
+    if not isinstance(p, int) and not isinstance(c, int):
+        return None
+    return Usage(prompt_tokens=p if isinstance(p, int) else 0, completion_tokens=c if isinstance(c, int) else 0)
+
+
+def _reasoning_of(d: dict[str, Any]) -> str | None:
+    for key in ("reasoning_content", "reasoning", "thinking"):
+        v = d.get(key)
+        if isinstance(v, str) and v:
+            return v
+    return None
+
+
+def from_completion_body(body: Any) -> Completion:
+    """A non-streamed upstream answer. Raises ValueError when it is not one."""
+    if not isinstance(body, dict):
+        raise ValueError("upstream answer is not a JSON object")
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise ValueError("upstream answer has no choices")
+    ch = choices[0]
+    msg: dict[str, Any] = ch["message"] if isinstance(ch.get("message"), dict) else {}
+    calls: list[ToolCall] = []
+    for j, tc in enumerate(msg.get("tool_calls") or []):
+        fn = tc.get("function") or {}
+        args = fn.get("arguments", "")
+        calls.append(
+            ToolCall(
+                id=str(tc.get("id") or f"call_{j}"),
+                name=str(fn.get("name", "")),
+                arguments=args if isinstance(args, str) else str(args),
+            )
+        )
+    content = msg.get("content")
+    if isinstance(content, list):  # some servers answer with parts
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return Completion(
+        content=content if isinstance(content, str) else None,
+        tool_calls=calls,
+        finish_reason=normalise_finish(ch.get("finish_reason"), bool(calls)),
+        usage=usage_from(body.get("usage")) or Usage(),
+        reasoning=_reasoning_of(msg),
+    )
+
+
+class ChunkParser:
+    """Turns upstream `chat.completion.chunk` objects into internal events.
+
+    Tool-call fragments are keyed by their `index`; upstreams that omit it (some llama.cpp and
+    mistral builds) get one assigned from the call `id`, or the last call seen.
+    """
+
+    __slots__ = ("_ids", "_last", "saw_tool_calls")
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}
+        self._last = -1
+        self.saw_tool_calls = False
+
+    def feed(self, chunk: dict[str, Any]) -> list[Event]:
+        out: list[Event] = []
+        choices = chunk.get("choices")
+        if isinstance(choices, list) and choices:
+            ch = choices[0]
+            if isinstance(ch, dict):
+                delta = ch.get("delta")
+                if isinstance(delta, dict):
+                    r = _reasoning_of(delta)
+                    if r:
+                        out.append(ReasoningDelta(r))
+                    text = delta.get("content")
+                    if isinstance(text, str) and text:
+                        out.append(TextDelta(text))
+                    for tc in delta.get("tool_calls") or ():
+                        if isinstance(tc, dict):
+                            out.append(self._tool(tc))
+                fr = ch.get("finish_reason")
+                if fr:
+                    out.append(Finish(normalise_finish(fr, self.saw_tool_calls)))
+        u = usage_from(chunk.get("usage"))
+        if u is not None:
+            out.append(u)
+        return out
+
+    def _tool(self, tc: dict[str, Any]) -> ToolCallDelta:
+        self.saw_tool_calls = True
+        tid = tc.get("id")
+        idx = tc.get("index")
+        if not isinstance(idx, int):
+            if isinstance(tid, str) and tid:
+                idx = self._ids.setdefault(tid, len(self._ids))
+            else:
+                idx = max(self._last, 0)
+        self._last = idx
+        fn = tc.get("function") or {}
+        name = fn.get("name") if isinstance(fn.get("name"), str) else None
+        args = fn.get("arguments")
+        return ToolCallDelta(
+            index=idx,
+            id=tid if isinstance(tid, str) and tid else None,
+            name=name,
+            arguments=args if isinstance(args, str) else "",
+        )

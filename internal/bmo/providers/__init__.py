@@ -1,0 +1,32 @@
+"""Upstream providers (layer 2): an explicit registry of kinds, so the frozen binary needs no
+hidden imports. `build_providers` makes one instance per configured provider."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from bmo.config import Config
+from bmo.errors import ConfigError
+from bmo.providers.base import ModelCall, Provider
+from bmo.providers.echo import EchoProvider
+from bmo.providers.openai_compat import OpenAIProvider
+
+__all__ = ["ModelCall", "Provider", "build_providers", "KINDS"]
+
+KINDS = ("openai", "echo")
+
+
+def build_providers(cfg: Config, session: aiohttp.ClientSession) -> dict[str, Provider]:
+    out: dict[str, Provider] = {}
+    for name, pc in cfg.providers.items():
+        if pc.kind == "echo":
+            out[name] = EchoProvider(name)
+        elif pc.kind == "openai":
+            out[name] = OpenAIProvider(name, pc, session)
+        else:
+            raise ConfigError(
+                str(cfg.config_file),
+                f"providers.{name}.kind",
+                f"provider kind {pc.kind!r} is not available in this build (available: {', '.join(KINDS)})",
+            )
+    return out

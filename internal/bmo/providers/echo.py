@@ -1,0 +1,77 @@
+"""The built-in `echo` provider: offline, deterministic, free (layer 2).
+
+It answers with the text of the last user message, streamed word by word, and counts tokens as
+words and punctuation marks, so usage is real and repeatable. Two conventions make the agent loop
+demonstrable with no upstream at all:
+  - a user message `/tool NAME {json}` makes it call tool NAME with those arguments;
+  - after a tool result it answers with that result's text.
+It honours `max_tokens`/`max_completion_tokens` (finish_reason `length`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+from bmo.chat import Completion, Event, Finish, Message, TextDelta, ToolCall, ToolCallDelta, Usage
+from bmo.providers.base import ModelCall
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+_WORD = re.compile(r"\s*\S+\s*")
+_TOOL = re.compile(r"^/tool\s+(\S+)\s*(.*)$", re.S)
+
+
+def count_tokens(text: str) -> int:
+    return len(_TOKEN.findall(text))
+
+
+def _prompt_tokens(messages: list[Message]) -> int:
+    n = 0
+    for m in messages:
+        n += count_tokens(m.text()) + 1  # +1 for the role marker
+        for tc in m.tool_calls or ():
+            n += count_tokens(tc.name) + count_tokens(tc.arguments)
+    return n
+
+
+class EchoProvider:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _answer(self, call: ModelCall) -> tuple[str, list[ToolCall], str]:
+        last = call.messages[-1] if call.messages else Message(role="user", content="")
+        if last.role == "tool":
+            return last.text(), [], "stop"
+        text = last.text() if last.role == "user" else ""
+        m = _TOOL.match(text.strip())
+        if m:
+            args = m.group(2).strip() or "{}"
+            return "", [ToolCall(id=f"call_echo_{len(call.messages)}", name=m.group(1), arguments=args)], "tool_calls"
+        limit = call.params.get("max_completion_tokens") or call.params.get("max_tokens")
+        words = _WORD.findall(text)
+        if isinstance(limit, int) and len(words) > limit:
+            return "".join(words[:limit]), [], "length"
+        return text, [], "stop"
+
+    async def complete(self, call: ModelCall) -> Completion:
+        text, calls, reason = self._answer(call)
+        completion_tokens = count_tokens(text) + sum(count_tokens(c.arguments) for c in calls)
+        return Completion(
+            content=text if not calls else None,
+            tool_calls=calls,
+            finish_reason=reason,
+            usage=Usage(_prompt_tokens(call.messages), completion_tokens),
+        )
+
+    async def stream(self, call: ModelCall) -> AsyncIterator[Event]:
+        done = await self.complete(call)
+        for i, tc in enumerate(done.tool_calls):
+            yield ToolCallDelta(index=i, id=tc.id, name=tc.name, arguments="")
+            yield ToolCallDelta(index=i, arguments=tc.arguments)
+        for word in _WORD.findall(done.content or ""):
+            yield TextDelta(word)
+        yield Finish(done.finish_reason)
+        yield done.usage
+
+    async def close(self) -> None:
+        return None

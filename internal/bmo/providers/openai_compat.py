@@ -1,0 +1,172 @@
+"""The `openai` provider: any Chat Completions server (layer 2).
+
+One shared, pooled `aiohttp.ClientSession` (owned by the runtime) serves every provider. Every
+transport failure is translated here into `UpstreamError`/`UpstreamTimeout` with the upstream's
+status and message, so nothing above this module sees aiohttp exceptions. Closing the stream
+iterator early (client gone, run cancelled) closes the upstream connection at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from bmo.chat import Completion, Event, Finish
+from bmo.config import ProviderConfig
+from bmo.errors import RateLimited, UpstreamError, UpstreamTimeout
+from bmo.protocol.openai_upstream import ChunkParser, from_completion_body, to_upstream_body
+from bmo.protocol.sse import SSEDecoder
+from bmo.providers.base import ModelCall
+
+_MAX_ERROR_BODY = 64 * 1024  # an upstream error page is read this far, no further
+
+
+def upstream_message(status: int, raw: bytes) -> str:
+    """The upstream's own error message, from whichever envelope it used."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        text = raw.decode("utf-8", "replace").strip()
+        return text[:500] or f"HTTP {status}"
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            msg = err.get("message") or err.get("detail") or err.get("msg")
+            if isinstance(msg, str):
+                return msg
+        elif isinstance(err, str):
+            return err
+        if isinstance(body.get("message"), str):
+            return str(body["message"])
+    return raw.decode("utf-8", "replace")[:500]
+
+
+def status_error(provider: str, status: int, raw: bytes, retry_after: str | None) -> UpstreamError | RateLimited:
+    msg = f"upstream {provider} answered HTTP {status}: {upstream_message(status, raw)}"
+    if status == 429:
+        ra = retry_after if retry_after and retry_after.isdigit() else "1"
+        return RateLimited(msg, code="rate_limited", headers={"retry-after": ra})
+    # A 4xx will fail the same way again; a 5xx may not.
+    return UpstreamError(msg, upstream_status=status, should_retry=status >= 500)
+
+
+class OpenAIProvider:
+    def __init__(self, name: str, cfg: ProviderConfig, session: aiohttp.ClientSession) -> None:
+        self.name = name
+        self._session = session
+        self._url = cfg.base_url + "/chat/completions"
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        headers.update(cfg.headers)
+        key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self._headers = headers
+        self._stream_headers = {**headers, "Accept": "text/event-stream"}
+        self._timeout = aiohttp.ClientTimeout(total=cfg.timeout_s, sock_connect=cfg.connect_timeout_s)
+        # a stream may run long; what must not happen is silence longer than timeout_s
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=cfg.connect_timeout_s, sock_read=cfg.timeout_s
+        )
+        self._timeout_s = cfg.timeout_s
+
+    def _body(self, call: ModelCall, stream: bool) -> bytes:
+        return orjson.dumps(
+            to_upstream_body(
+                model=call.model,
+                messages=call.messages,
+                params=call.params,
+                tools=call.tools,
+                tool_choice=call.tool_choice,
+                stream=stream,
+            )
+        )
+
+    def _transport_error(self, e: BaseException) -> UpstreamError:
+        if isinstance(e, asyncio.TimeoutError):
+            return UpstreamTimeout(f"upstream {self.name} did not answer within {self._timeout_s:g}s")
+        return UpstreamError(f"could not reach upstream {self.name}: {type(e).__name__}: {e}")
+
+    async def complete(self, call: ModelCall) -> Completion:
+        try:
+            async with self._session.post(
+                self._url, data=self._body(call, False), headers=self._headers, timeout=self._timeout
+            ) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise status_error(self.name, resp.status, raw[:_MAX_ERROR_BODY], resp.headers.get("retry-after"))
+        except (TimeoutError, aiohttp.ClientError) as e:
+            raise self._transport_error(e) from e
+        try:
+            return from_completion_body(orjson.loads(raw))
+        except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError) as e:
+            raise UpstreamError(f"upstream {self.name} sent an answer bmo cannot read: {e}") from e
+
+    async def stream(self, call: ModelCall) -> AsyncIterator[Event]:
+        try:
+            resp = await self._session.post(
+                self._url, data=self._body(call, True), headers=self._stream_headers, timeout=self._stream_timeout
+            )
+        except (TimeoutError, aiohttp.ClientError) as e:
+            raise self._transport_error(e) from e
+        finished = False
+        try:
+            if resp.status >= 400:
+                raw = await resp.content.read(_MAX_ERROR_BODY)
+                raise status_error(self.name, resp.status, raw, resp.headers.get("retry-after"))
+            ctype = resp.headers.get("Content-Type", "")
+            if "text/event-stream" not in ctype:
+                # some servers ignore `stream` and answer whole: accept that
+                raw = await resp.read()
+                done = from_completion_body(orjson.loads(raw))
+                for ev in done.events():
+                    yield ev
+                finished = True
+                return
+            decoder = SSEDecoder()
+            parser = ChunkParser()
+            saw_finish = False
+            async for chunk in resp.content.iter_any():
+                for event, data in decoder.feed(chunk):
+                    if data.startswith(b"[DONE]"):
+                        finished = True
+                        break
+                    obj = _load_event(self.name, event, data)
+                    if obj is None:
+                        continue
+                    for ev in parser.feed(obj):
+                        if isinstance(ev, Finish):
+                            saw_finish = True
+                        yield ev
+                if finished:
+                    break
+            if not finished and not saw_finish:
+                raise UpstreamError(f"upstream {self.name} closed the stream before it finished")
+            finished = True
+        except (TimeoutError, aiohttp.ClientError) as e:
+            raise self._transport_error(e) from e
+        except (orjson.JSONDecodeError, ValueError) as e:
+            raise UpstreamError(f"upstream {self.name} sent an answer bmo cannot read: {e}") from e
+        finally:
+            if finished:
+                resp.release()
+            else:
+                resp.close()  # drop the connection: the upstream stops generating at once
+
+    async def close(self) -> None:
+        return None
+
+
+def _load_event(provider: str, event: str | None, data: bytes) -> dict[str, Any] | None:
+    obj = orjson.loads(data)
+    if not isinstance(obj, dict):
+        return None
+    if event == "error" or "error" in obj and "choices" not in obj:
+        err = obj.get("error", obj)
+        msg = err.get("message") if isinstance(err, dict) else str(err)
+        raise UpstreamError(f"upstream {provider} failed mid-stream: {msg}")
+    return obj

@@ -1,0 +1,132 @@
+"""The aiohttp application: one catch-all route, bmo's own router, auth, errors, headers.
+
+Every request gets a request id (sent back as `X-Request-Id`), is routed by `Router`, is
+authenticated for its route's scope, and any `BmoError` is rendered once, here, as the OpenAI
+error envelope. Unexpected exceptions are logged with their traceback and answered as a 500
+envelope: a client never sees a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from bmo.errors import BmoError, InternalError, NotFound
+from bmo.runtime import Runtime
+from bmo.server import chat, models
+from bmo.server.auth import Authenticator
+from bmo.server.context import RUNTIME, RequestState, ServerState
+from bmo.server.http import error_response
+from bmo.server.routes import Router
+from bmo.service import RunInfo
+
+log = logging.getLogger("bmo.server")
+
+COMPAT_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages"})
+CORS_ALLOW_HEADERS = (
+    "Authorization, Content-Type, X-Api-Key, X-BMO-Agent, X-BMO-Session, X-Stainless-Arch, "
+    "X-Stainless-Lang, X-Stainless-OS, X-Stainless-Package-Version, X-Stainless-Retry-Count, "
+    "X-Stainless-Runtime, X-Stainless-Runtime-Version, X-Stainless-Timeout, X-Stainless-Helper-Method, "
+    "X-Stainless-Async, Anthropic-Version, Anthropic-Beta, Anthropic-Dangerous-Direct-Browser-Access, "
+    "OpenAI-Organization, OpenAI-Project"
+)
+CORS_EXPOSE = "X-Request-Id, Retry-After, X-Should-Retry, X-BMO-Warning, X-BMO-Agent"
+
+
+def request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+def build_router() -> Router:
+    r = Router()
+    r.add("GET", "/health", models.health, name="health", scope="none")
+    r.add("GET", "/v1/models", models.list_models, name="models", scope="chat")
+    r.add("GET", "/v1/models/{tail}", models.get_model, name="model", scope="chat")
+    r.add("POST", "/v1/chat/completions", chat.chat_completions, name="chat", scope="chat")
+    return r
+
+
+def make_app(runtime: Runtime, *, env_api_key: str | None = None) -> web.Application:
+    cfg = runtime.cfg
+    state = ServerState(
+        runtime=runtime,
+        router=build_router(),
+        auth=Authenticator(cfg.auth.mode, env_api_key),
+        max_body=int(cfg.server.max_body_mb * 1024 * 1024),
+        keepalive_s=cfg.openai_compat.keepalive_s,
+        cors_origins=frozenset(cfg.openai_compat.cors_origins),
+        compat_enabled=cfg.openai_compat.enabled,
+    )
+    # aiohttp's own limit sits above ours so that bmo, not aiohttp, answers 413 with the envelope
+    app = web.Application(client_max_size=state.max_body + 1024 * 1024, handler_args={"max_field_size": 65536})
+    app[RUNTIME] = state
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        await runtime.open()
+        yield
+        await runtime.close()
+
+    app.cleanup_ctx.append(lifetime)
+    app.on_response_prepare.append(_on_prepare)
+    app.router.add_route("*", "/{path:.*}", _dispatch)
+    return app
+
+
+async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    st: RequestState | None = request.get("bmo")
+    if st is not None:
+        response.headers["X-Request-Id"] = st.info.request_id
+    origin = request.headers.get("Origin")
+    if origin:
+        allowed = request.app[RUNTIME].cors_origins
+        if "*" in allowed or origin in allowed:
+            response.headers["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin
+            response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE
+            if "*" not in allowed:
+                response.headers["Vary"] = "Origin"
+
+
+async def _dispatch(request: web.Request) -> web.StreamResponse:
+    app_state = request.app[RUNTIME]
+    st = RequestState(info=RunInfo(request_id=request_id(), route="unmatched"))
+    request["bmo"] = st
+    if request.method == "OPTIONS":
+        return _preflight(request)
+    try:
+        handler, scope, route, tail = app_state.router.resolve(request.method, request.path)
+        st.route = st.info.route = route
+        st.tail = tail
+        if route in COMPAT_ROUTES and not app_state.compat_enabled:
+            raise NotFound(
+                "The OpenAI-compatible routes are turned off (openai_compat.enabled).", code="endpoint_disabled"
+            )
+        st.principal = await app_state.auth.authenticate(request, scope)
+        return await handler(request)
+    except BmoError as e:
+        if e.status >= 500:
+            log.warning("%s %s -> %s %s (%s)", request.method, request.path, e.status, e.code, e.detail or e.message)
+        return error_response(e)
+    except web.HTTPException:
+        raise
+    except Exception as e:
+        log.exception("unhandled error on %s %s (%s)", request.method, request.path, st.info.request_id)
+        return error_response(
+            InternalError(
+                f"bmo hit an internal error ({type(e).__name__}); see the server log for request {st.info.request_id}."
+            )
+        )
+
+
+def _preflight(request: web.Request) -> web.Response:
+    """CORS preflight: 204 without auth (CLIENTS #24); CORS headers only for allowed origins."""
+    resp = web.Response(status=204)
+    origin = request.headers.get("Origin")
+    allowed = request.app[RUNTIME].cors_origins
+    if origin and ("*" in allowed or origin in allowed):
+        resp.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        resp.headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
+        resp.headers["Access-Control-Max-Age"] = "600"
+    return resp

@@ -1,0 +1,86 @@
+"""Who is calling, and may they (SPEC §7).
+
+Keys arrive as `Authorization: Bearer …` or `X-Api-Key: …`. `BMO_API_KEY` is one admin key with
+no database row; stored keys (issue: keys) plug in through `KeyVerifier`. With `auth.mode: none`
+(loopback only, enforced at config load) every caller is the anonymous admin.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiohttp import web
+
+from bmo.errors import AuthenticationError, PermissionDenied
+
+SCOPES = ("chat", "ledger", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    name: str
+    prefix: str | None
+    scopes: frozenset[str]
+
+    def allows(self, scope: str) -> bool:
+        return scope == "none" or "admin" in self.scopes or scope in self.scopes
+
+
+ANONYMOUS = Principal(name="anonymous", prefix=None, scopes=frozenset({"admin"}))
+
+
+class KeyVerifier(Protocol):
+    async def verify(self, secret: str) -> Principal: ...
+
+
+def presented_key(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        raise AuthenticationError("The Authorization header must be `Bearer <key>`.")
+    key = request.headers.get("X-Api-Key")
+    return key.strip() if key and key.strip() else None
+
+
+def key_prefix(secret: str) -> str:
+    return secret[:12]
+
+
+class Authenticator:
+    def __init__(self, mode: str, env_key: str | None = None, verifier: KeyVerifier | None = None) -> None:
+        self.mode = mode
+        self._env_key = env_key.encode() if env_key else None
+        self._verifier = verifier
+        self.env_principal = Principal("BMO_API_KEY", key_prefix(env_key), frozenset({"admin"})) if env_key else None
+
+    @property
+    def open(self) -> bool:
+        """True when no key is needed: mode none, or keys mode with nothing to check against."""
+        return self.mode == "none" or (self._env_key is None and self._verifier is None)
+
+    async def authenticate(self, request: web.Request, scope: str) -> Principal:
+        if scope == "none":
+            return ANONYMOUS
+        if self.open:
+            return ANONYMOUS
+        secret = presented_key(request)
+        if secret is None:
+            raise AuthenticationError("No API key was given. Send `Authorization: Bearer <key>` or `X-Api-Key: <key>`.")
+        principal: Principal | None = None
+        if self._env_key is not None and hmac.compare_digest(secret.encode(), self._env_key):
+            principal = self.env_principal
+        elif self._verifier is not None:
+            principal = await self._verifier.verify(secret)
+        if principal is None:
+            raise AuthenticationError("The API key is not valid.")
+        if not principal.allows(scope):
+            raise PermissionDenied(
+                f"This API key (scopes: {', '.join(sorted(principal.scopes))}) may not use this route; "
+                f"it needs the `{scope}` scope.",
+                code="insufficient_scope",
+            )
+        return principal

@@ -1,0 +1,39 @@
+"""Typed app keys and per-request state for the HTTP edge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from bmo.runtime import Runtime
+from bmo.server.auth import Authenticator, Principal
+from bmo.server.routes import Router
+from bmo.service import RunInfo
+
+
+@dataclass(slots=True)
+class ServerState:
+    runtime: Runtime
+    router: Router
+    auth: Authenticator
+    max_body: int
+    keepalive_s: float
+    cors_origins: frozenset[str]
+    compat_enabled: bool
+
+
+@dataclass(slots=True)
+class RequestState:
+    info: RunInfo
+    route: str = "unmatched"
+    principal: Principal | None = None
+    tail: str = ""
+    model_requested: str | None = None
+    stream: bool = False
+    first_byte_sent: bool = False
+    client_gone: bool = False
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+RUNTIME: web.AppKey[ServerState] = web.AppKey("bmo_state", ServerState)

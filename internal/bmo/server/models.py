@@ -1,0 +1,27 @@
+"""GET /health, /v1/models and /v1/models/{id}."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from bmo.protocol.openai import to_model, to_model_list
+from bmo.server.context import RUNTIME, RequestState
+from bmo.server.http import json_response
+
+
+async def health(request: web.Request) -> web.StreamResponse:
+    return json_response({"status": "ok"})
+
+
+async def list_models(request: web.Request) -> web.StreamResponse:
+    rt = request.app[RUNTIME].runtime
+    return json_response(to_model_list(rt.agents.model_ids(), rt.started_at))
+
+
+async def get_model(request: web.Request) -> web.StreamResponse:
+    rt = request.app[RUNTIME].runtime
+    state: RequestState = request["bmo"]
+    model_id = rt.agents.get_model(unquote(state.tail))
+    return json_response(to_model(model_id, rt.started_at))

@@ -1,0 +1,65 @@
+"""Running the server: bind, serve until SIGTERM/SIGINT, drain in-flight requests, exit."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+
+from aiohttp import web
+
+
+async def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    shutdown_grace_s: float,
+    on_ready: Callable[[str, int], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until `stop` is set or a signal arrives. `on_ready(host, port)` gets the bound port."""
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,  # a client that disconnects cancels its run at once (SPEC §4)
+        access_log=None,
+        shutdown_timeout=shutdown_grace_s,
+    )
+    await runner.setup()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests), or Windows
+            pass
+    try:
+        site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
+        await site.start()
+        bound = port
+        sockets = getattr(site._server, "sockets", None)
+        if sockets:
+            bound = sockets[0].getsockname()[1]
+        if on_ready is not None:
+            on_ready(host, bound)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def run(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    shutdown_grace_s: float,
+    on_ready: Callable[[str, int], None] | None = None,
+) -> None:
+    """Blocking entry for `bmo serve`: uvloop when installed, else asyncio."""
+    coro = serve(app, host, port, shutdown_grace_s=shutdown_grace_s, on_ready=on_ready)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+        return
+    uvloop.run(coro)

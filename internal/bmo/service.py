@@ -1,0 +1,135 @@
+"""The chat service (layer 4): resolve the agent, plan the run, admit it, run the loop.
+
+It is what every wire adapter (Chat Completions today; Responses and Messages later) calls: the
+adapter parses into a `ChatRequest`, calls `start`, and renders the `ActiveRun`'s events. The
+service watches the events go by (tool calls made, time to first token, usage) so the ledger
+and posture can be fed from one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from bmo.agents import AgentRegistry, AgentSpec
+from bmo.chat import (
+    ChatRequest,
+    Event,
+    ReasoningDelta,
+    ServerToolResult,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from bmo.config import Config
+from bmo.errors import RateLimited
+from bmo.loop import Plan, plan_run, run_agent
+from bmo.providers import Provider
+from bmo.tools import BUILTINS, Tool
+
+
+@dataclass(slots=True)
+class RunInfo:
+    """What one run did, filled in as its events pass (read by the ledger and posture)."""
+
+    request_id: str
+    route: str
+    started: float = field(default_factory=time.monotonic)
+    agent: str | None = None
+    upstream_route: str | None = None
+    ttfb_ms: float | None = None
+    tool_calls: int = 0  # server-side tool calls executed + client tool calls returned
+    server_tools_ran: bool = False
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(slots=True)
+class ActiveRun:
+    agent: AgentSpec
+    plan: Plan
+    info: RunInfo
+    events: AsyncIterator[Event]
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.plan.warnings
+
+
+class ChatService:
+    def __init__(
+        self,
+        cfg: Config,
+        agents: AgentRegistry,
+        providers: dict[str, Provider],
+        tools: dict[str, Tool] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.agents = agents
+        self.providers = providers
+        self.tools: dict[str, Tool] = tools if tools is not None else {n: cls() for n, cls in BUILTINS.items()}
+        compat = cfg.openai_compat
+        self._slots = asyncio.Semaphore(compat.concurrency)
+        self._queue_timeout = compat.queue_timeout_s
+        self.in_flight = 0
+
+    def resolve(self, model: str | None, agent_header: str | None) -> AgentSpec:
+        return self.agents.resolve(model, agent_header)
+
+    def start(self, req: ChatRequest, info: RunInfo, agent_header: str | None = None) -> ActiveRun:
+        """Decide everything that can fail as a client error before any upstream work."""
+        agent = self.resolve(req.model, agent_header)
+        info.agent = agent.id
+        info.upstream_route = agent.model
+        plan = plan_run(
+            agent,
+            req,
+            self.tools,
+            system_policy=self.cfg.openai_compat.system_messages,
+            max_steps=self.cfg.openai_compat.max_steps,
+        )
+        provider = self.providers[agent.provider]
+        events = self._watch(run_agent(plan, provider, stream=req.stream), info)
+        return ActiveRun(agent=agent, plan=plan, info=info, events=events)
+
+    async def _watch(self, events: AsyncIterator[Event], info: RunInfo) -> AsyncIterator[Event]:
+        try:
+            async for ev in events:
+                if info.ttfb_ms is None and isinstance(ev, (TextDelta, ToolCallDelta, ReasoningDelta)):
+                    info.ttfb_ms = (time.monotonic() - info.started) * 1000
+                if isinstance(ev, ToolCallDelta) and ev.id is not None:
+                    info.tool_calls += 1
+                elif isinstance(ev, ServerToolResult):
+                    info.tool_calls += 1
+                    info.server_tools_ran = True
+                elif isinstance(ev, Usage):
+                    info.usage = ev
+                yield ev
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()  # closes the upstream request at once when the client is gone
+
+    @asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        """At most `concurrency` runs at once; a request that waits past the queue timeout gets 429."""
+        try:
+            if self._slots.locked():
+                await asyncio.wait_for(self._slots.acquire(), self._queue_timeout)
+            else:
+                await self._slots.acquire()  # the common case: no task, no timer
+        except TimeoutError:
+            raise RateLimited(
+                f"bmo is running {self.cfg.openai_compat.concurrency} requests already and this one "
+                f"waited {self._queue_timeout:g}s for a slot; retry shortly.",
+                code="concurrency_limit",
+                headers={"retry-after": "1"},
+            ) from None
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            self._slots.release()
