@@ -18,7 +18,7 @@ from bmo.errors import BmoError, InternalError, NotFound
 from bmo.runtime import Runtime
 from bmo.server import chat, models
 from bmo.server.auth import Authenticator
-from bmo.server.context import RUNTIME, RequestState, ServerState
+from bmo.server.context import RUNTIME, STATE, RequestState, ServerState
 from bmo.server.http import error_response
 from bmo.server.routes import Router
 from bmo.service import RunInfo
@@ -76,7 +76,7 @@ def make_app(runtime: Runtime, *, env_api_key: str | None = None) -> web.Applica
 
 
 async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    st: RequestState | None = request.get("bmo")
+    st: RequestState | None = request.get(STATE)
     if st is not None:
         response.headers["X-Request-Id"] = st.info.request_id
     origin = request.headers.get("Origin")
@@ -92,7 +92,7 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
 async def _dispatch(request: web.Request) -> web.StreamResponse:
     app_state = request.app[RUNTIME]
     st = RequestState(info=RunInfo(request_id=request_id(), route="unmatched"))
-    request["bmo"] = st
+    request[STATE] = st
     if request.method == "OPTIONS":
         return _preflight(request)
     try:

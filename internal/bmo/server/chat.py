@@ -20,7 +20,7 @@ from bmo.chat import Finish, ReasoningDelta, TextDelta, ToolCall, ToolCallDelta,
 from bmo.errors import BmoError, InternalError
 from bmo.protocol.openai import ChunkStream, parse_chat_request, parse_json_body, to_completion
 from bmo.protocol.sse import KEEPALIVE
-from bmo.server.context import RUNTIME, RequestState
+from bmo.server.context import RUNTIME, STATE, RequestState
 from bmo.server.http import json_response, read_body
 from bmo.service import ActiveRun
 
@@ -53,7 +53,7 @@ def _no_retry(err: BmoError, run: ActiveRun) -> BmoError:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
-    state: RequestState = request["bmo"]
+    state: RequestState = request[STATE]
     raw = await read_body(request, rt.max_body)
     req = parse_chat_request(parse_json_body(raw))
     state.model_requested = req.model
@@ -108,7 +108,7 @@ async def _stream(
     resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **_run_headers(run)})
     it = run.events.__aiter__()
     loop = asyncio.get_running_loop()
-    state: RequestState = request["bmo"]
+    state: RequestState = request[STATE]
 
     # Wait for the first event, sending keep-alives (and so the headers) only if it is slow.
     first = asyncio.ensure_future(it.__anext__())

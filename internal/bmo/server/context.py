@@ -37,3 +37,4 @@ class RequestState:
 
 
 RUNTIME: web.AppKey[ServerState] = web.AppKey("bmo_state", ServerState)
+STATE: web.RequestKey[RequestState] = web.RequestKey("bmo_request", RequestState)

@@ -7,7 +7,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from bmo.protocol.openai import to_model, to_model_list
-from bmo.server.context import RUNTIME, RequestState
+from bmo.server.context import RUNTIME, STATE, RequestState
 from bmo.server.http import json_response
 
 
@@ -22,6 +22,6 @@ async def list_models(request: web.Request) -> web.StreamResponse:
 
 async def get_model(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME].runtime
-    state: RequestState = request["bmo"]
+    state: RequestState = request[STATE]
     model_id = rt.agents.get_model(unquote(state.tail))
     return json_response(to_model(model_id, rt.started_at))
