@@ -56,7 +56,8 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
-        raise _bad(f"The request body is not valid JSON: {e}", None, "invalid_json") from None
+        where = f" (line {e.lineno}, column {e.colno})" if e.lineno else ""
+        raise _bad(f"The request body is not valid JSON{where}.", None, "invalid_json") from None
     if not isinstance(body, dict):
         raise _bad("The request body must be a JSON object.", None, "invalid_json")
     return body

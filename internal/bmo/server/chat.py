@@ -16,7 +16,7 @@ import time
 
 from aiohttp import web
 
-from bmo.chat import Finish, ReasoningDelta, TextDelta, ToolCall, ToolCallDelta, Usage
+from bmo.chat import Event, Finish, ReasoningDelta, TextDelta, ToolCall, ToolCallDelta, Usage
 from bmo.errors import BmoError, InternalError
 from bmo.protocol.openai import ChunkStream, parse_chat_request, parse_json_body, to_completion
 from bmo.protocol.sse import KEEPALIVE
@@ -26,6 +26,7 @@ from bmo.service import ActiveRun
 
 log = logging.getLogger("bmo.server")
 
+_OUTPUT = (TextDelta, ToolCallDelta, ReasoningDelta, Finish)
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",
@@ -110,29 +111,35 @@ async def _stream(
     loop = asyncio.get_running_loop()
     state: RequestState = request[STATE]
 
-    # Wait for the first event, sending keep-alives (and so the headers) only if it is slow.
-    first = asyncio.ensure_future(it.__anext__())
+    # Wait for the first output, sending keep-alives (and so the headers) only if it is slow.
+    # Events that show nothing (an upstream call starting, a server tool running) do not count.
     started = False
+    ev: Event | None = None
     try:
-        while True:
-            done, _ = await asyncio.wait((first,), timeout=keepalive_s)
-            if done:
-                break
-            if not started:
-                await resp.prepare(request)
-                started = True
-            await resp.write(KEEPALIVE)
-        ev = first.result()
+        while ev is None:
+            nxt = asyncio.ensure_future(it.__anext__())
+            try:
+                while True:
+                    done, _ = await asyncio.wait((nxt,), timeout=keepalive_s)
+                    if done:
+                        break
+                    if not started:
+                        await resp.prepare(request)
+                        started = True
+                    await resp.write(KEEPALIVE)
+            finally:
+                if not nxt.done():
+                    nxt.cancel()
+            ev = nxt.result()
+            if not isinstance(ev, _OUTPUT):
+                ev = None
     except StopAsyncIteration:
         ev = None
     except BmoError as e:
         if not started:
             raise _no_retry(e, run) from None
-        await _fail(resp, chunks, e)
+        await _fail(resp, chunks, _no_retry(e, run))
         return resp
-    finally:
-        if not first.done():
-            first.cancel()
     if not started:
         await resp.prepare(request)
     state.first_byte_sent = True
