@@ -11,10 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
-from bmo.config import Config, read_yaml
+from bmo.config import Config, parse_yaml, read_yaml
 from bmo.errors import ConfigError, NotFound
 from bmo.protocol.openai import SAMPLING_FIELDS
 from bmo.tools import BUILTINS
@@ -110,9 +109,8 @@ def parse_agent(data: Any, source: str, lines: dict[str, int], providers: set[st
 
 def _builtin_default(providers: set[str]) -> AgentSpec:
     ref = resources.files("bmo.defaults.agents").joinpath("default.yaml")
-    import yaml  # the packaged file is trusted; no line index needed
-
-    return parse_agent(yaml.safe_load(ref.read_text("utf-8")), "built-in default agent", {}, providers)
+    data, lines = parse_yaml(ref.read_text("utf-8"), "built-in default agent")
+    return parse_agent(data, "built-in default agent", lines, providers)
 
 
 def load_agents(cfg: Config) -> dict[str, AgentSpec]:
@@ -189,7 +187,3 @@ class AgentRegistry:
         """The id to show for GET /v1/models/{id}; 404 when it would not resolve."""
         self._lookup(model_id, model_id)
         return model_id
-
-
-def agent_file_path(cfg: Config, agent_id: str) -> Path:
-    return cfg.agents_path / f"{agent_id}.yaml"

@@ -212,6 +212,10 @@ def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
         text = path.read_text("utf-8")
     except OSError as e:
         raise ConfigError(str(path), None, f"cannot read: {e}") from e
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -219,7 +223,7 @@ def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else None
         problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(str(path), where, f"invalid YAML: {problem}") from e
+        raise ConfigError(source, where, f"invalid YAML: {problem}") from e
     return data, _line_index(node)
 
 

@@ -8,15 +8,10 @@ from __future__ import annotations
 
 import time
 
-import aiohttp
-
 from bmo.agents import AgentRegistry, load_agents
 from bmo.config import Config
-from bmo.providers import Provider, build_providers
+from bmo.providers import ClientSession, Provider, build_providers, open_session
 from bmo.service import ChatService
-
-# Upstream pool: enough for the default concurrency with streams held open, and DNS cached.
-POOL_LIMIT = 512
 
 
 class Runtime:
@@ -25,14 +20,13 @@ class Runtime:
         self.started_at = int(time.time())
         # Validate agents before anything opens: a bad file must stop start-up, not half-start it.
         self.agents = AgentRegistry(cfg, load_agents(cfg))
-        self.http: aiohttp.ClientSession | None = None
+        self.http: ClientSession | None = None
         self.providers: dict[str, Provider] = {}
         self.service: ChatService | None = None
         self.api_key: str | None = None  # BMO_API_KEY: one admin key with no database row
 
     async def open(self) -> None:
-        connector = aiohttp.TCPConnector(limit=POOL_LIMIT, ttl_dns_cache=300, enable_cleanup_closed=True)
-        self.http = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        self.http = open_session()
         self.providers = build_providers(self.cfg, self.http)
         self.service = ChatService(self.cfg, self.agents, self.providers)
 

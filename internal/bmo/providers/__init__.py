@@ -11,9 +11,18 @@ from bmo.providers.base import ModelCall, Provider
 from bmo.providers.echo import EchoProvider
 from bmo.providers.openai_compat import OpenAIProvider
 
-__all__ = ["ModelCall", "Provider", "build_providers", "KINDS"]
+__all__ = ["KINDS", "ClientSession", "ModelCall", "Provider", "build_providers", "open_session"]
 
 KINDS = ("openai", "echo")
+# Upstream pool: enough for the default concurrency with streams held open, and DNS cached.
+POOL_LIMIT = 512
+ClientSession = aiohttp.ClientSession
+
+
+def open_session() -> aiohttp.ClientSession:
+    """The one pooled upstream HTTP client every provider shares (owned by the runtime)."""
+    connector = aiohttp.TCPConnector(limit=POOL_LIMIT, ttl_dns_cache=300, enable_cleanup_closed=True)
+    return aiohttp.ClientSession(connector=connector, auto_decompress=True)
 
 
 def build_providers(cfg: Config, session: aiohttp.ClientSession) -> dict[str, Provider]:
