@@ -115,7 +115,6 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("server", "log_format"): ("text", "json"),
 }
 _POSITIVE = {
-    ("server", "port"),
     ("server", "max_body_mb"),
     ("openai_compat", "concurrency"),
     ("openai_compat", "max_steps"),
@@ -345,8 +344,8 @@ def _set(cfg: Config, section: str, key: str, value: Any, src: str, where: str) 
         raise ConfigError(src, where, f"must be one of {', '.join(choices)}, got {v!r}")
     if (section, key) in _POSITIVE and v <= 0:
         raise ConfigError(src, where, f"must be greater than 0, got {v!r}")
-    if (section, key) == ("server", "port") and v > 65535:
-        raise ConfigError(src, where, f"must be a port number (1-65535), got {v!r}")
+    if (section, key) == ("server", "port") and not 0 <= v <= 65535:
+        raise ConfigError(src, where, f"must be a port number (1-65535, or 0 for any free port), got {v!r}")
     setattr(target, key, v)
 
 
