@@ -6,12 +6,17 @@ dependency order, and closed in reverse. The server and the CLI ask for a `Runti
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 
 from bmo.agents import AgentRegistry, load_agents
 from bmo.config import Config
 from bmo.providers import ClientSession, Provider, build_providers, open_session
 from bmo.service import ChatService
+from bmo.store.db import Database
+from bmo.store.keys import KeyStore
+from bmo.store.verifier import CachedKeyVerifier
 
 
 class Runtime:
@@ -24,8 +29,22 @@ class Runtime:
         self.providers: dict[str, Provider] = {}
         self.service: ChatService | None = None
         self.api_key: str | None = None  # BMO_API_KEY: one admin key with no database row
+        # The store: made now (so the server can be handed the key verifier), opened in open().
+        self.db = Database(cfg.db_path)
+        self.key_store = KeyStore(self.db)
+        self.keys = CachedKeyVerifier(self.key_store)
+        self._keys_task: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
+        # The store first: a database that cannot be opened stops start-up with a ServerError
+        # naming the file, before anything else is built.
+        await self.db.open()
+        try:
+            await self.keys.start()
+        except BaseException:
+            await self.db.close()
+            raise
+        self._keys_task = asyncio.create_task(self.keys.run(), name="bmo-key-epoch")
         self.http = open_session()
         self.providers = build_providers(self.cfg, self.http)
         self.service = ChatService(self.cfg, self.agents, self.providers)
@@ -36,6 +55,18 @@ class Runtime:
         if self.http is not None:
             await self.http.close()
             self.http = None
+        if self._keys_task is not None:
+            self._keys_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keys_task
+            self._keys_task = None
+        if self.db.is_open:
+            await self.keys.close()  # the last batch of last-used times
+            await self.db.close()
+
+    def store_health(self) -> str | None:
+        """None when the store is writable, else why not (for GET /health)."""
+        return self.db.health()
 
     def chat(self) -> ChatService:
         assert self.service is not None, "Runtime.open() was not called"

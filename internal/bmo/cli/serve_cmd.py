@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+from rich.console import Console
 
 from bmo import __version__
 from bmo.cli.common import HomeOption, config_or_exit, console, fail
-from bmo.errors import ConfigError
+from bmo.errors import BmoError, ConfigError
+
+if TYPE_CHECKING:
+    from bmo.store.keys import NewKey
 
 
 class _JsonFormatter(logging.Formatter):
@@ -66,59 +73,114 @@ def serve(
     from bmo.server.run import run
 
     env_key = os.environ.get("BMO_API_KEY") or None
-    if cfg.auth.mode == "keys" and not env_key and not cfg.is_loopback():
-        fail(
-            f"refusing to bind {cfg.server.host} with no API key: anyone who can reach it could use it. "
-            "Set BMO_API_KEY, or bind 127.0.0.1.",
-            2,
-        )
+    # With auth.mode keys a key is always required, so binding a public address is safe; the
+    # first start on a home with no usable key mints one, shown once in the banner below.
+    first = _prepare_store(cfg.db_path, mint_first=cfg.auth.mode == "keys" and not env_key)
+    shown = False
     try:
-        runtime = Runtime(cfg)
-        app = make_app(runtime, env_api_key=env_key)
-    except ConfigError as e:
-        fail(f"bad configuration: {e}", 2)
-    out = console()
+        try:
+            runtime = Runtime(cfg)
+            app = make_app(runtime, env_api_key=env_key)
+        except ConfigError as e:
+            fail(f"bad configuration: {e}", 2)
+        out = console()
 
-    def ready(h: str, p: int) -> None:
-        url = f"http://{'[' + h + ']' if ':' in h else h}:{p}"
-        out.print(
-            f"[bold green]bmo {__version__}[/] serving on [bold]{url}/v1[/] "
-            f"(ready in {(time.monotonic() - t0) * 1000:.0f} ms)",
-            highlight=False,
-        )
-        out.print(f"  home     {cfg.home}", highlight=False)
-        written = " (written now, with every default)" if cfg.config_written else ""
-        out.print(f"  config   {cfg.config_file}{written}", highlight=False)
-        out.print(
-            f"  agents   {', '.join(runtime.agents.model_ids())}  (default: {cfg.default_agent} on "
-            f"{runtime.agents.default.model})",
-            highlight=False,
-        )
-        if env_key:
-            auth_line = "API key required (BMO_API_KEY)"
-            key_hint = "$BMO_API_KEY"
-        elif cfg.auth.mode == "none":
-            auth_line = "none (auth.mode: none, loopback only)"
-            key_hint = "anything"
-        else:
-            auth_line = (
-                "[bold yellow]OPEN: no API key is configured, so any local process may call this "
-                "server. Set BMO_API_KEY to require one.[/]"
+        def ready(h: str, p: int) -> None:
+            nonlocal shown
+            shown = True
+            url = f"http://{'[' + h + ']' if ':' in h else h}:{p}"
+            out.print(
+                f"[bold green]bmo {__version__}[/] serving on [bold]{url}/v1[/] "
+                f"(ready in {(time.monotonic() - t0) * 1000:.0f} ms)",
+                highlight=False,
             )
-            key_hint = "anything"
-        out.print(f"  auth     {auth_line}", highlight=False, soft_wrap=True)
-        out.print("\n  Point any OpenAI client at it:", highlight=False)
+            out.print(f"  home     {cfg.home}", highlight=False)
+            written = " (written now, with every default)" if cfg.config_written else ""
+            out.print(f"  config   {cfg.config_file}{written}", highlight=False)
+            out.print(
+                f"  agents   {', '.join(runtime.agents.model_ids())}  (default: {cfg.default_agent} on "
+                f"{runtime.agents.default.model})",
+                highlight=False,
+            )
+            _print_auth(out, cfg.auth.mode, env_key, first, url)
+            out.print("  Ctrl-C stops it.", highlight=False)
+
+        try:
+            run(app, cfg.server.host, cfg.server.port, shutdown_grace_s=cfg.server.shutdown_grace_s, on_ready=ready)
+        except BmoError as e:
+            fail(e.message, 1)
+        except OSError as e:
+            fail(f"cannot listen on {cfg.server.host}:{cfg.server.port}: {e.strerror or e}", 1)
+    finally:
+        if first is not None and not shown:
+            _forget(cfg.db_path, first)  # never shown to anyone: the next start mints a fresh one
+
+
+def _print_auth(out: Console, mode: str, env_key: str | None, first: NewKey | None, url: str) -> None:
+    imports = "from openai import OpenAI"
+    if mode == "none":
+        out.print("  auth     none (auth.mode: none, loopback only)", highlight=False)
+        key_expr = '"anything"'
+    elif first is not None:
+        scopes = ", ".join(first.record.scope_list())
         out.print(
-            f'    from openai import OpenAI\n    client = OpenAI(base_url="{url}/v1", api_key="{key_hint}")\n'
-            f'    client.chat.completions.create(model="default", messages=[{{"role": "user", '
-            f'"content": "hi"}}])',
+            f"  auth     API key required. [bold]A first key was made for you[/]: name {first.record.name}, "
+            f"scopes {scopes}.\n"
+            "           It is in the snippet below and is shown only this once (bmo keeps only its hash);\n"
+            "           `bmo api-key create --name NAME` makes more, `bmo api-key list` shows them.",
             highlight=False,
-            markup=False,
             soft_wrap=True,
         )
-        out.print("  Ctrl-C stops it.", highlight=False)
+        key_expr = f'"{first.secret}"'
+    elif env_key:
+        out.print("  auth     API key required: BMO_API_KEY, or a stored key (bmo api-key list)", highlight=False)
+        imports = "import os\n    from openai import OpenAI"
+        key_expr = 'os.environ["BMO_API_KEY"]'
+    else:
+        out.print(
+            "  auth     API key required: a stored key (`bmo api-key list` shows them, "
+            "`bmo api-key create --name NAME` makes one)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        key_expr = '"sk-bmo-…"'
+    out.print("\n  Point any OpenAI client at it:", highlight=False)
+    out.print(
+        f'    {imports}\n    client = OpenAI(base_url="{url}/v1", api_key={key_expr})\n'
+        f'    client.chat.completions.create(model="default", messages=[{{"role": "user", '
+        f'"content": "hi"}}])',
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
 
-    run(app, cfg.server.host, cfg.server.port, shutdown_grace_s=cfg.server.shutdown_grace_s, on_ready=ready)
+
+def _prepare_store(db_path: Path, *, mint_first: bool) -> NewKey | None:
+    """Open (and migrate) the store before binding, so a broken store stops start-up with a
+    clear message; with `mint_first`, mint the `first` key when no usable key exists (SPEC §7)."""
+    from bmo.store.db import open_database
+    from bmo.store.keys import KeyStore
+
+    async def go() -> NewKey | None:
+        async with open_database(db_path) as db:
+            return await KeyStore(db).ensure_first() if mint_first else None
+
+    try:
+        return asyncio.run(go())
+    except BmoError as e:
+        fail(f"cannot start: {e.message}", 1)
+
+
+def _forget(db_path: Path, key: NewKey) -> None:
+    from bmo.store.db import open_database
+    from bmo.store.keys import KeyStore
+
+    async def go() -> None:
+        async with open_database(db_path) as db:
+            await KeyStore(db).delete(key.record.id)
+
+    with contextlib.suppress(BmoError):
+        asyncio.run(go())
 
 
 def version() -> None:

@@ -1,8 +1,13 @@
 """Who is calling, and may they (SPEC §7).
 
 Keys arrive as `Authorization: Bearer …` or `X-Api-Key: …`. `BMO_API_KEY` is one admin key with
-no database row; stored keys (issue: keys) plug in through `KeyVerifier`. With `auth.mode: none`
-(loopback only, enforced at config load) every caller is the anonymous admin.
+no database row; stored keys are checked by a `KeyVerifier` that the runtime builds (the server
+knows only this protocol, never the store). With `auth.mode: keys` a key is always required;
+with `auth.mode: none` (loopback only, enforced at config load) every caller is the anonymous
+admin.
+
+A 401 says which class of failure it is (missing, malformed, unknown, revoked, expired) and
+nothing else: never the key, its name or its prefix.
 """
 
 from __future__ import annotations
@@ -16,6 +21,10 @@ from aiohttp import web
 from bmo.errors import AuthenticationError, PermissionDenied
 
 SCOPES = ("chat", "ledger", "admin")
+
+MISSING = "No API key was given. Send `Authorization: Bearer <key>` or `X-Api-Key: <key>`."
+MALFORMED_HEADER = "The Authorization header is malformed: it must be `Bearer <key>`."
+UNKNOWN = "The API key is not known to this server."
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +40,22 @@ class Principal:
 ANONYMOUS = Principal(name="anonymous", prefix=None, scopes=frozenset({"admin"}))
 
 
+class KeyIdentity(Protocol):
+    """What a verifier knows about a valid key."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def scopes(self) -> frozenset[str]: ...
+
+
 class KeyVerifier(Protocol):
-    async def verify(self, secret: str) -> Principal: ...
+    async def verify(self, secret: str) -> KeyIdentity:
+        """The identity of a valid key. Raises AuthenticationError whose message names the class
+        (malformed, unknown, revoked, expired), or a 503 BmoError when it cannot tell."""
+        ...
 
 
 def presented_key(request: web.Request) -> str | None:
@@ -41,7 +64,7 @@ def presented_key(request: web.Request) -> str | None:
         scheme, _, value = auth.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
-        raise AuthenticationError("The Authorization header must be `Bearer <key>`.")
+        raise AuthenticationError(MALFORMED_HEADER)
     key = request.headers.get("X-Api-Key")
     return key.strip() if key and key.strip() else None
 
@@ -57,26 +80,20 @@ class Authenticator:
         self._verifier = verifier
         self.env_principal = Principal("BMO_API_KEY", key_prefix(env_key), frozenset({"admin"})) if env_key else None
 
-    @property
-    def open(self) -> bool:
-        """True when no key is needed: mode none, or keys mode with nothing to check against."""
-        return self.mode == "none" or (self._env_key is None and self._verifier is None)
-
     async def authenticate(self, request: web.Request, scope: str) -> Principal:
-        if scope == "none":
-            return ANONYMOUS
-        if self.open:
+        if scope == "none" or self.mode == "none":
             return ANONYMOUS
         secret = presented_key(request)
         if secret is None:
-            raise AuthenticationError("No API key was given. Send `Authorization: Bearer <key>` or `X-Api-Key: <key>`.")
+            raise AuthenticationError(MISSING)
         principal: Principal | None = None
         if self._env_key is not None and hmac.compare_digest(secret.encode(), self._env_key):
             principal = self.env_principal
         elif self._verifier is not None:
-            principal = await self._verifier.verify(secret)
+            ident = await self._verifier.verify(secret)
+            principal = Principal(ident.name, ident.prefix, ident.scopes)
         if principal is None:
-            raise AuthenticationError("The API key is not valid.")
+            raise AuthenticationError(UNKNOWN)
         if not principal.allows(scope):
             raise PermissionDenied(
                 f"This API key (scopes: {', '.join(sorted(principal.scopes))}) may not use this route; "

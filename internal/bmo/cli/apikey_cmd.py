@@ -1,0 +1,151 @@
+"""`bmo api-key create|list|revoke` (SPEC §7).
+
+These open `BMO_HOME/bmo.db` directly, so they work whether or not a server runs (WAL lets both
+use the file; a running server notices a create or revoke within about a second). They need only
+the home folder, not a valid config.yaml: a leaked key can be revoked even while the config is
+broken. The secret is printed once, by `create`, and never again by anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from bmo.cli.common import HomeOption, JsonOption, console, fail, print_json
+from bmo.config import default_home
+from bmo.errors import BmoError, InvalidRequest
+
+app = typer.Typer(help="Stored API keys: create, list, revoke.", no_args_is_help=True)
+
+T = TypeVar("T")
+STATE_STYLE = {"active": "green", "revoked": "red", "expired": "yellow"}
+
+
+def _db_path(home: Path | None) -> Path:
+    return (home or default_home()).expanduser() / "bmo.db"
+
+
+def _with_store(home: Path | None, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Open the store, run `work(KeyStore)`, close; a BmoError becomes a message and an exit code."""
+    from bmo.store.db import open_database
+    from bmo.store.keys import KeyStore
+
+    async def go() -> T:
+        async with open_database(_db_path(home)) as db:
+            return await work(KeyStore(db))
+
+    try:
+        return asyncio.run(go())
+    except BmoError as e:
+        fail(e.message, 2 if isinstance(e, InvalidRequest) else 1)
+
+
+def _when(ts: float | None, empty: str = "never") -> str:
+    if ts is None:
+        return empty
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@app.command("create")
+def create(
+    name: str = typer.Option(..., "--name", help="A name to know the key by (unique among live keys)."),
+    scopes: str = typer.Option("chat,ledger", "--scopes", help="Comma-separated: chat, ledger, admin (admin = all)."),
+    expires: str | None = typer.Option(
+        None, "--expires", help="30d, 12h, 90m, 2w or an ISO date (UTC); default: never.", show_default=False
+    ),
+    home: Path = HomeOption,
+) -> None:
+    """Create a key and print its secret, once."""
+    from bmo.store.keys import parse_expires, parse_name, parse_scopes
+
+    try:
+        name = parse_name(name)
+        scope_list = parse_scopes(scopes)
+        expires_at = parse_expires(expires)
+    except InvalidRequest as e:
+        fail(e.message, 2)
+    new = _with_store(home, lambda ks: ks.create(name, scope_list, expires_at))
+    rec = new.record
+    out = console()
+    out.print(
+        f"Created API key [bold]{rec.name}[/] (prefix {rec.prefix}, scopes {', '.join(rec.scope_list())}, "
+        f"expires {_when(rec.expires_at)}{' UTC' if rec.expires_at else ''}):",
+        highlight=False,
+        soft_wrap=True,
+    )
+    out.print(f"\n    {new.secret}\n", markup=False, highlight=False, soft_wrap=True)
+    out.print(
+        "Copy it now: it is shown only this once, and bmo keeps only its hash. A running server accepts it at once.",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command("list")
+def list_keys(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
+    """Every key: name, prefix, scopes, created, last used, expires, state. Never a secret."""
+    path = _db_path(home)
+    # Listing must not create a database where none is; no file means no keys.
+    records = _with_store(home, lambda ks: ks.list()) if path.exists() else []
+    if as_json:
+        print_json(
+            [
+                {
+                    "name": r.name,
+                    "prefix": r.prefix,
+                    "scopes": r.scope_list(),
+                    "created_at": _iso(r.created_at),
+                    "last_used_at": _iso(r.last_used_at),
+                    "expires_at": _iso(r.expires_at),
+                    "revoked_at": _iso(r.revoked_at),
+                    "state": r.state(),
+                }
+                for r in records
+            ]
+        )
+        return
+    out = console()
+    if not records:
+        out.print("No API keys yet. `bmo api-key create --name NAME` makes one.", highlight=False)
+        return
+    t = Table(title="API keys (times in UTC)")
+    for c in ("name", "prefix", "scopes", "created", "last used", "expires", "state"):
+        t.add_column(c, no_wrap=c != "name")
+    for r in records:
+        state = r.state()
+        t.add_row(
+            r.name,
+            r.prefix,
+            ",".join(r.scope_list()),
+            _when(r.created_at),
+            _when(r.last_used_at),
+            _when(r.expires_at),
+            f"[{STATE_STYLE[state]}]{state}[/]",
+        )
+    out.print(t)
+
+
+@app.command("revoke")
+def revoke(
+    key: str = typer.Argument(..., metavar="NAME|PREFIX", help="The key's name or its prefix (sk-bmo-…)."),
+    home: Path = HomeOption,
+) -> None:
+    """Revoke a key; a running server refuses it within a second or two."""
+    if not _db_path(home).exists():
+        fail(f"There are no API keys yet (no database at {_db_path(home)}).", 1)
+    rec = _with_store(home, lambda ks: ks.revoke(key))
+    console().print(
+        f"Revoked API key [bold]{rec.name}[/] ({rec.prefix}). A running server refuses it within a second or two.",
+        highlight=False,
+        soft_wrap=True,
+    )

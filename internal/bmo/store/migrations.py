@@ -1,0 +1,134 @@
+"""The schema of bmo.db: append-only, numbered migrations (STYLE habit 14).
+
+Rules, so that every bmo.db ever written can be brought up to date:
+- Never edit or reorder a migration that has shipped; add the next number at the end of
+  `MIGRATIONS` (a later issue adds the run ledger and sessions this way).
+- Each entry is (version, name, sql); `sql` may hold several statements. All pending migrations
+  run in one `BEGIN IMMEDIATE` transaction, and the applied versions are re-read after the lock
+  is taken, so a server and a CLI opening the same new file at once do not both migrate it.
+- `schema_migrations` records what ran. A file from a newer bmo (a version this one does not
+  know) is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from dataclasses import dataclass
+
+import aiosqlite
+
+from bmo.errors import ServerError
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "api_keys",
+        """
+        -- Stored API keys (SPEC §7). Only the SHA-256 of a secret and its display prefix are kept.
+        CREATE TABLE api_keys (
+            id           INTEGER PRIMARY KEY,
+            name         TEXT    NOT NULL,
+            prefix       TEXT    NOT NULL,          -- the first 12 characters, e.g. sk-bmo-AbC12
+            hash         TEXT    NOT NULL UNIQUE,   -- sha256 hex of the whole secret
+            scopes       TEXT    NOT NULL,          -- comma-separated: chat, ledger, admin
+            created_at   REAL    NOT NULL,          -- unix seconds
+            expires_at   REAL,
+            revoked_at   REAL,
+            last_used_at REAL                       -- written in batches, never per request
+        );
+        -- A name picks one key: unique among keys not revoked.
+        CREATE UNIQUE INDEX api_keys_name_live ON api_keys (name) WHERE revoked_at IS NULL;
+        CREATE INDEX api_keys_prefix ON api_keys (prefix);
+
+        -- Small named counters. `key_epoch` goes up on every key create or revoke; a running
+        -- server polls it to learn that another process (the CLI) changed the keys.
+        CREATE TABLE counters (
+            name  TEXT PRIMARY KEY,
+            value INTEGER NOT NULL
+        );
+        INSERT INTO counters (name, value) VALUES ('key_epoch', 0);
+        """,
+    ),
+)
+
+BOOTSTRAP = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at REAL NOT NULL
+)
+"""
+
+
+def latest_version() -> int:
+    return MIGRATIONS[-1].version if MIGRATIONS else 0
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split a script into single statements (sqlite3's `execute` takes one at a time, and
+    `executescript` would commit the surrounding transaction)."""
+    out: list[str] = []
+    buf = ""
+    for part in sql.split(";"):
+        buf += part + ";"
+        if sqlite3.complete_statement(buf):
+            stmt = buf.strip()
+            if _has_code(stmt):
+                out.append(stmt)
+            buf = ""
+    if _has_code(buf.rstrip(";")):
+        out.append(buf.rstrip(";").strip())
+    return out
+
+
+def _has_code(stmt: str) -> bool:
+    lines = [ln.split("--", 1)[0].strip() for ln in stmt.splitlines()]
+    return any(ln and ln != ";" for ln in lines)
+
+
+async def applied_versions(conn: aiosqlite.Connection) -> set[int]:
+    cur = await conn.execute("SELECT version FROM schema_migrations")
+    return {int(r[0]) for r in await cur.fetchall()}
+
+
+async def migrate(conn: aiosqlite.Connection, *, target: int | None = None) -> list[int]:
+    """Apply pending migrations up to `target` (default: all) on an aiosqlite connection opened
+    with isolation_level=None. Returns the versions applied now."""
+    target = latest_version() if target is None else target
+    await conn.execute(BOOTSTRAP)
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        done = await applied_versions(conn)
+        unknown = sorted(v for v in done if v > latest_version())
+        if unknown:
+            raise ServerError(
+                f"bmo.db has schema version {unknown[-1]}, newer than this bmo knows ({latest_version()}); "
+                "it was written by a newer bmo. Upgrade bmo, or point BMO_HOME elsewhere."
+            )
+        applied: list[int] = []
+        for m in MIGRATIONS:
+            if m.version in done or m.version > target:
+                continue
+            for stmt in split_statements(m.sql):
+                await conn.execute(stmt)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (m.version, m.name, time.time()),
+            )
+            applied.append(m.version)
+        await conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            await conn.execute("ROLLBACK")
+        raise
+    return applied
