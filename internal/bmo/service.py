@@ -13,21 +13,25 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from bmo.agents import AgentRegistry, AgentSpec
 from bmo.chat import (
     ChatRequest,
     Event,
     ReasoningDelta,
+    ServerToolCall,
     ServerToolResult,
     TextDelta,
     ToolCallDelta,
+    UpstreamCall,
     Usage,
 )
 from bmo.config import Config
-from bmo.errors import RateLimited
+from bmo.errors import BmoError, RateLimited, UpstreamError
 from bmo.loop import Plan, plan_run, run_agent
 from bmo.providers import Provider
+from bmo.runs import RunEvent
 from bmo.tools import BUILTINS, Tool
 
 
@@ -44,6 +48,11 @@ class RunInfo:
     tool_calls: int = 0  # server-side tool calls executed + client tool calls returned
     server_tools_ran: bool = False
     usage: Usage = field(default_factory=Usage)
+    events: list[RunEvent] = field(default_factory=list)
+    session_id: str | None = None
+
+    def event(self, name: str, detail: dict[str, Any] | None = None) -> None:
+        self.events.append(RunEvent(name, (time.monotonic() - self.started) * 1000, detail))
 
 
 @dataclass(slots=True)
@@ -83,6 +92,7 @@ class ChatService:
         agent = self.resolve(req.model, agent_header)
         info.agent = agent.id
         info.upstream_route = agent.model
+        info.event("resolved", {"agent": agent.id, "upstream_route": agent.model})
         plan = plan_run(
             agent,
             req,
@@ -99,14 +109,26 @@ class ChatService:
             async for ev in events:
                 if info.ttfb_ms is None and isinstance(ev, (TextDelta, ToolCallDelta, ReasoningDelta)):
                     info.ttfb_ms = (time.monotonic() - info.started) * 1000
-                if isinstance(ev, ToolCallDelta) and ev.id is not None:
-                    info.tool_calls += 1
+                    info.event("first_token")
+                if isinstance(ev, ToolCallDelta):
+                    if ev.id is not None:
+                        info.tool_calls += 1
+                        info.event("tool_call", {"name": ev.name, "side": "client"})
+                elif isinstance(ev, UpstreamCall):
+                    info.event("upstream_request", {"step": ev.step, "route": ev.route})
+                elif isinstance(ev, ServerToolCall):
+                    info.event("tool_call", {"name": ev.call.name, "side": "server"})
                 elif isinstance(ev, ServerToolResult):
                     info.tool_calls += 1
                     info.server_tools_ran = True
+                    info.event("tool_result", {"name": ev.name, "is_error": ev.is_error})
                 elif isinstance(ev, Usage):
                     info.usage = ev
                 yield ev
+        except BmoError as e:
+            if isinstance(e, (UpstreamError, RateLimited)):
+                info.event("upstream_error", {"code": e.code, "message": e.message[:300]})
+            raise
         finally:
             aclose = getattr(events, "aclose", None)
             if aclose is not None:

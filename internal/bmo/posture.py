@@ -1,0 +1,147 @@
+"""The posture snapshot (layer 1): one type that the HTTP route and the CLI both render.
+
+`PostureWindow` keeps a light, bounded view of recent runs in memory (the server feeds it every
+finished run); `build_posture` turns a window plus the live facts (config, persistence, in-flight)
+into the public JSON shape. The CLI, with no server running, fills a window from the database
+and calls the same function, so both always agree.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from bmo import __version__
+from bmo.config import Config
+from bmo.runs import RunRecord
+
+WINDOW_S = 3600  # posture speaks of the last hour...
+WINDOW_MAX = 20_000  # ...or of this many runs, whichever is fewer: memory stays bounded
+RECENT = 10
+TOP_UAS = 5
+
+
+@dataclass(slots=True)
+class Persistence:
+    state: str = "ok"  # ok | degraded (sticky until a write succeeds again)
+    last_error: str | None = None
+    dropped_rows: int = 0  # since the store last went degraded
+    written_rows: int = 0
+    queue_depth: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "last_error": self.last_error,
+            "dropped_rows": self.dropped_rows,
+            "written_rows": self.written_rows,
+            "queue_depth": self.queue_depth,
+        }
+
+
+class PostureWindow:
+    __slots__ = ("_rows", "_recent")
+
+    def __init__(self) -> None:
+        # (started_at, route, outcome, duration_ms, client_ua)
+        self._rows: deque[tuple[float, str, str, float, str | None]] = deque(maxlen=WINDOW_MAX)
+        self._recent: deque[RunRecord] = deque(maxlen=RECENT)
+
+    def add(self, r: RunRecord) -> None:
+        self._rows.append((r.started_at, r.route, r.outcome, r.duration_ms, r.client_ua))
+        self._recent.append(r)
+
+    def extend(self, records: Iterable[RunRecord]) -> None:
+        for r in sorted(records, key=lambda r: r.started_at):
+            self.add(r)
+
+    def rows(self, now: float) -> list[tuple[float, str, str, float, str | None]]:
+        cutoff = now - WINDOW_S
+        return [row for row in self._rows if row[0] >= cutoff]
+
+    def recent(self) -> list[RunRecord]:
+        return list(reversed(self._recent))
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return None
+    k = max(0, min(len(sorted_values) - 1, int(round(q / 100 * len(sorted_values) + 0.5)) - 1))
+    return round(sorted_values[k], 3)
+
+
+def _groups(rows: list[tuple[float, str, str, float, str | None]], idx: int, name: str) -> list[dict[str, Any]]:
+    by: dict[str, list[float]] = {}
+    for row in rows:
+        by.setdefault(str(row[idx]), []).append(row[3])
+    out = []
+    for key in sorted(by):
+        d = sorted(by[key])
+        out.append({name: key, "count": len(d), "p50_ms": percentile(d, 50), "p95_ms": percentile(d, 95)})
+    return out
+
+
+def config_view(cfg: Config, enabled_routes: list[str]) -> dict[str, Any]:
+    c = cfg.openai_compat
+    return {
+        "bind": f"{cfg.server.host}:{cfg.server.port}",
+        "auth_mode": cfg.auth.mode,
+        "enabled": c.enabled,
+        "enabled_routes": enabled_routes if c.enabled else [],
+        "concurrency": c.concurrency,
+        "queue_timeout_s": c.queue_timeout_s,
+        "keepalive_s": c.keepalive_s,
+        "expose_routes": c.expose_routes,
+        "system_messages": c.system_messages,
+        "cors_origins": list(c.cors_origins),
+        "max_steps": c.max_steps,
+        "default_agent": cfg.default_agent,
+        "sessions": {
+            "from_user": cfg.sessions.from_user,
+            "from_openwebui_chat_id": cfg.sessions.from_openwebui_chat_id,
+            "ttl_days": cfg.sessions.ttl_days,
+        },
+        "ledger": {"store_content": cfg.ledger.store_content, "retention_days": cfg.ledger.retention_days},
+    }
+
+
+def build_posture(
+    *,
+    cfg: Config,
+    enabled_routes: list[str],
+    window: PostureWindow,
+    persistence: Persistence,
+    in_flight: int,
+    source: str,
+    started_at: float | None = None,
+    now: float | None = None,
+) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    rows = window.rows(now)
+    if not cfg.openai_compat.enabled:
+        state = "disabled"
+    elif persistence.state != "ok":
+        state = "degraded"
+    else:
+        state = "ready"
+    uas = Counter(row[4] or "(none)" for row in rows)
+    return {
+        "object": "openai_compat.posture",
+        "state": state,
+        "source": source,
+        "version": __version__,
+        "generated_at": round(now, 3),
+        "uptime_s": None if started_at is None else round(now - started_at, 1),
+        "config": config_view(cfg, enabled_routes),
+        "persistence": persistence.to_json(),
+        "in_flight": in_flight,
+        "window": {"seconds": WINDOW_S, "runs": len(rows)},
+        "by_route": _groups(rows, 1, "route"),
+        "by_outcome": _groups(rows, 2, "outcome"),
+        "top_user_agents": [{"client_ua": ua, "count": n} for ua, n in uas.most_common(TOP_UAS)],
+        "recent_runs": [r.to_json() for r in window.recent()],
+    }

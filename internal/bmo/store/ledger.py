@@ -1,0 +1,299 @@
+"""The run ledger in SQLite: the writer off the request path, retention, and the read queries.
+
+Writes never touch the request path: `LedgerWriter.submit` puts a finished run on a bounded
+queue and returns at once; one task drains it, writing batches in one transaction each (flushed
+every `FLUSH_S` or `BATCH` rows, whichever comes first). A failed write never fails a request:
+the batch is dropped and counted, and `Persistence` turns `degraded` and stays so until a write
+succeeds again. A full queue (the disk far slower than the traffic) drops and counts the same way.
+`close()` drains everything that was accepted, so SIGTERM loses nothing.
+
+Events are kept as one JSON array per run: one row per run keeps a busy server's write cost to
+one INSERT per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import sqlite3
+import time
+from typing import Any
+
+import orjson
+
+from bmo.errors import InvalidRequest, ServerError
+from bmo.posture import Persistence
+from bmo.runs import RunEvent, RunRecord
+from bmo.store.db import Database
+
+log = logging.getLogger("bmo.ledger")
+
+FLUSH_S = 0.05  # a run reaches the disk within 50 ms...
+BATCH = 512  # ...or as soon as this many are waiting
+QUEUE_MAX = 50_000  # beyond this the disk cannot keep up: drop and count rather than grow memory
+PRUNE_EVERY_S = 600
+PRUNE_BATCH = 1000  # small deletes: never hold the write lock long
+
+COLUMNS = (
+    "request_id", "started_at", "route", "method", "status", "outcome", "error_code", "model_requested",
+    "agent", "upstream_route", "stream", "ttfb_ms", "duration_ms", "prompt_tokens", "completion_tokens",
+    "tool_calls", "session_id", "api_key_prefix", "client_ua", "client_ip", "events", "content",
+)  # fmt: skip
+_INSERT = f"INSERT OR REPLACE INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+SCHEMA = """
+-- The run ledger (SPEC §6): one row per request on a compat route, its events as a JSON array.
+CREATE TABLE runs (
+    request_id        TEXT PRIMARY KEY,
+    started_at        REAL    NOT NULL,
+    route             TEXT    NOT NULL,
+    method            TEXT    NOT NULL,
+    status            INTEGER NOT NULL,
+    outcome           TEXT    NOT NULL,
+    error_code        TEXT,
+    model_requested   TEXT,
+    agent             TEXT,
+    upstream_route    TEXT,
+    stream            INTEGER NOT NULL,
+    ttfb_ms           REAL,
+    duration_ms       REAL    NOT NULL,
+    prompt_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    tool_calls        INTEGER NOT NULL,
+    session_id        TEXT,
+    api_key_prefix    TEXT,
+    client_ua         TEXT,
+    client_ip         TEXT,
+    events            TEXT    NOT NULL,
+    content           TEXT
+);
+-- newest first, overall and by each filter the API and CLI offer
+CREATE INDEX runs_started ON runs (started_at DESC, request_id DESC);
+CREATE INDEX runs_route ON runs (route, started_at DESC);
+CREATE INDEX runs_status ON runs (status, started_at DESC);
+CREATE INDEX runs_agent ON runs (agent, started_at DESC);
+"""
+
+
+def _row(r: RunRecord) -> tuple[Any, ...]:
+    return (
+        r.request_id, r.started_at, r.route, r.method, r.status, r.outcome, r.error_code, r.model_requested,
+        r.agent, r.upstream_route, int(r.stream), r.ttfb_ms, r.duration_ms, r.prompt_tokens,
+        r.completion_tokens, r.tool_calls, r.session_id, r.api_key_prefix, r.client_ua, r.client_ip,
+        orjson.dumps([e.to_json() for e in r.events]).decode(),
+        orjson.dumps(r.content).decode() if r.content is not None else None,
+    )  # fmt: skip
+
+
+def record_from_row(row: sqlite3.Row) -> RunRecord:
+    events = [RunEvent(e["name"], e["t_ms"], e.get("detail")) for e in orjson.loads(row["events"])]
+    return RunRecord(
+        request_id=row["request_id"],
+        started_at=row["started_at"],
+        route=row["route"],
+        method=row["method"],
+        status=row["status"],
+        outcome=row["outcome"],
+        error_code=row["error_code"],
+        model_requested=row["model_requested"],
+        agent=row["agent"],
+        upstream_route=row["upstream_route"],
+        stream=bool(row["stream"]),
+        ttfb_ms=row["ttfb_ms"],
+        duration_ms=row["duration_ms"],
+        prompt_tokens=row["prompt_tokens"],
+        completion_tokens=row["completion_tokens"],
+        tool_calls=row["tool_calls"],
+        session_id=row["session_id"],
+        api_key_prefix=row["api_key_prefix"],
+        client_ua=row["client_ua"],
+        client_ip=row["client_ip"],
+        events=events,
+        content=orjson.loads(row["content"]) if row["content"] else None,
+    )
+
+
+class LedgerWriter:
+    def __init__(self, db: Database, persistence: Persistence | None = None, *, queue_max: int = QUEUE_MAX) -> None:
+        self.db = db
+        self.persistence = persistence or Persistence()
+        self._queue: asyncio.Queue[RunRecord] = asyncio.Queue(maxsize=queue_max)
+        self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="bmo-ledger-writer")
+
+    def submit(self, record: RunRecord) -> None:
+        """Never blocks, never raises: the request that made this record is already answered."""
+        try:
+            self._queue.put_nowait(record)
+        except asyncio.QueueFull:
+            self._drop(1, "the ledger queue is full (the disk is slower than the traffic)")
+            return
+        self._idle.clear()
+        self.persistence.queue_depth = self._queue.qsize()
+
+    def _drop(self, n: int, why: str) -> None:
+        p = self.persistence
+        if p.state == "ok":
+            p.dropped_rows = 0
+            log.warning("ledger degraded: %s", why)
+        p.state = "degraded"
+        p.last_error = why
+        p.dropped_rows += n
+
+    async def flush(self) -> None:
+        """Wait until everything submitted so far has been written (or dropped)."""
+        if self._task is None:
+            return
+        await self._idle.wait()
+
+    async def _run(self) -> None:
+        q = self._queue
+        while True:
+            first = await q.get()
+            batch = [first]
+            deadline = asyncio.get_running_loop().time() + FLUSH_S
+            while len(batch) < BATCH:
+                try:
+                    batch.append(q.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                timeout = deadline - asyncio.get_running_loop().time()
+                if timeout <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(q.get(), timeout))
+                except TimeoutError:
+                    break
+            await self._write(batch)
+            self.persistence.queue_depth = q.qsize()
+            if q.empty():
+                self._idle.set()
+
+    async def _write(self, batch: list[RunRecord]) -> None:
+        try:
+            rows = [_row(r) for r in batch]
+            async with self.db.transaction() as conn:
+                await conn.executemany(_INSERT, rows)
+        except (ServerError, sqlite3.Error, ValueError, TypeError) as e:
+            self._drop(len(batch), getattr(e, "message", None) or str(e))
+            return
+        p = self.persistence
+        if p.state != "ok":
+            log.warning("ledger recovered after dropping %d rows", p.dropped_rows)
+        p.state = "ok"
+        p.last_error = None
+        p.written_rows += len(batch)
+
+    async def close(self) -> None:
+        """Write everything accepted so far, then stop."""
+        if self._task is None:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.flush(), 30)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        rest: list[RunRecord] = []
+        while not self._queue.empty():
+            rest.append(self._queue.get_nowait())
+        if rest:
+            await self._write(rest)
+
+
+async def prune(db: Database, retention_days: float, *, now: float | None = None) -> int:
+    """Delete runs older than the retention, a small batch per transaction. Returns rows deleted."""
+    cutoff = (time.time() if now is None else now) - retention_days * 86400
+    total = 0
+    while True:
+        async with db.transaction() as conn:
+            cur = await conn.execute(
+                "DELETE FROM runs WHERE rowid IN (SELECT rowid FROM runs WHERE started_at < ? LIMIT ?)",
+                (cutoff, PRUNE_BATCH),
+            )
+            n = cur.rowcount or 0
+        total += n
+        if n < PRUNE_BATCH:
+            return total
+        await asyncio.sleep(0.05)  # let request-path writers in between batches
+
+
+async def prune_forever(db: Database, retention_days: float) -> None:
+    while True:
+        try:
+            n = await prune(db, retention_days)
+            if n:
+                log.info("ledger retention: pruned %d runs older than %g days", n, retention_days)
+        except ServerError as e:
+            log.warning("ledger retention failed: %s", e.message)
+        await asyncio.sleep(PRUNE_EVERY_S)
+
+
+# ---- reads ------------------------------------------------------------------------------------
+
+
+def encode_cursor(r: RunRecord) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([r.started_at, r.request_id])).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        started, rid = orjson.loads(raw)
+        return float(started), str(rid)
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        raise InvalidRequest("`cursor` is not a cursor this server gave out.", param="cursor") from None
+
+
+async def list_runs(
+    db: Database,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    route: str | None = None,
+    status: int | None = None,
+    agent: str | None = None,
+    outcome: str | None = None,
+    since: float | None = None,
+) -> tuple[list[RunRecord], str | None]:
+    """Newest first. Returns the page and the cursor of the next page (None at the end)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if cursor:
+        started, rid = decode_cursor(cursor)
+        where.append("(started_at < ? OR (started_at = ? AND request_id < ?))")
+        params += [started, started, rid]
+    for col, val in (("route", route), ("status", status), ("agent", agent), ("outcome", outcome)):
+        if val is not None:
+            where.append(f"{col} = ?")
+            params.append(val)
+    if since is not None:
+        where.append("started_at >= ?")
+        params.append(since)
+    sql = "SELECT * FROM runs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY started_at DESC, request_id DESC LIMIT ?"
+    params.append(limit + 1)
+    rows = await db.fetchall(sql, params)
+    records = [record_from_row(r) for r in rows[:limit]]
+    nxt = encode_cursor(records[-1]) if len(rows) > limit and records else None
+    return records, nxt
+
+
+async def get_run(db: Database, request_id: str) -> RunRecord | None:
+    row = await db.fetchone("SELECT * FROM runs WHERE request_id = ?", (request_id,))
+    return record_from_row(row) if row is not None else None
+
+
+async def count_runs(db: Database) -> int:
+    row = await db.fetchone("SELECT count(*) FROM runs")
+    return int(row[0]) if row else 0
