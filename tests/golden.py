@@ -15,7 +15,21 @@ from typing import Any
 import orjson
 
 GOLDEN = Path(__file__).parent / "golden"
-_VOLATILE_KEYS = {"created": 0, "request_id": "<request_id>", "created_at": "<time>"}
+_VOLATILE_KEYS = {
+    "created": 0,
+    "started_at": "<time>",
+    "generated_at": "<time>",
+    "uptime_s": "<seconds>",
+    "duration_ms": "<ms>",
+    "ttfb_ms": "<ms>",
+    "t_ms": "<ms>",
+    "p50_ms": "<ms>",
+    "p95_ms": "<ms>",
+    "bind": "<host:port>",
+    "next_cursor": "<cursor>",
+    "request_id": "<request_id>",
+    "created_at": "<time>",
+}
 _PATTERNS = [
     (re.compile(r"chatcmpl-[A-Za-z0-9_-]+"), "chatcmpl-<id>"),
     (re.compile(r"req_[0-9a-f]{24}"), "req_<id>"),

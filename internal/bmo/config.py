@@ -31,6 +31,7 @@ class ServerConfig:
     max_body_mb: float = 8
     shutdown_grace_s: float = 10
     log_format: str = "text"
+    metrics_public: bool = False  # true: GET /metrics needs no key (for a scraper on a private network)
 
 
 @dataclass(slots=True)

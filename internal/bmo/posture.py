@@ -21,6 +21,7 @@ from bmo.runs import RunRecord
 WINDOW_S = 3600  # posture speaks of the last hour...
 WINDOW_MAX = 20_000  # ...or of this many runs, whichever is fewer: memory stays bounded
 RECENT = 10
+INFERENCE_ROUTES = ["/v1/chat/completions"]  # what this build serves; grows with each wire format
 TOP_UAS = 5
 
 

@@ -12,10 +12,13 @@ import time
 
 from bmo.agents import AgentRegistry, load_agents
 from bmo.config import Config
+from bmo.posture import Persistence
 from bmo.providers import ClientSession, Provider, build_providers, open_session
+from bmo.recorder import Recorder
 from bmo.service import ChatService
 from bmo.store.db import Database
 from bmo.store.keys import KeyStore
+from bmo.store.ledger import LedgerWriter, prune_forever
 from bmo.store.verifier import CachedKeyVerifier
 
 
@@ -34,6 +37,11 @@ class Runtime:
         self.key_store = KeyStore(self.db)
         self.keys = CachedKeyVerifier(self.key_store)
         self._keys_task: asyncio.Task[None] | None = None
+        # The ledger: runs are recorded in memory at once and written by the writer's own task.
+        self.persistence = Persistence()
+        self.ledger = LedgerWriter(self.db, self.persistence)
+        self.recorder = Recorder(self.ledger, self.persistence, store_content=cfg.ledger.store_content)
+        self._prune_task: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         # The store first: a database that cannot be opened stops start-up with a ServerError
@@ -45,6 +53,10 @@ class Runtime:
             await self.db.close()
             raise
         self._keys_task = asyncio.create_task(self.keys.run(), name="bmo-key-epoch")
+        self.ledger.start()
+        self._prune_task = asyncio.create_task(
+            prune_forever(self.db, self.cfg.ledger.retention_days), name="bmo-ledger-retention"
+        )
         self.http = open_session()
         self.providers = build_providers(self.cfg, self.http)
         self.service = ChatService(self.cfg, self.agents, self.providers)
@@ -55,11 +67,13 @@ class Runtime:
         if self.http is not None:
             await self.http.close()
             self.http = None
-        if self._keys_task is not None:
-            self._keys_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keys_task
-            self._keys_task = None
+        for task in (self._keys_task, self._prune_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._keys_task = self._prune_task = None
+        await self.ledger.close()  # every run accepted so far reaches the disk (SIGTERM loses none)
         if self.db.is_open:
             await self.keys.close()  # the last batch of last-used times
             await self.db.close()

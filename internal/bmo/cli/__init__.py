@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from bmo.cli import agents_cmd, apikey_cmd, config_cmd, serve_cmd
+from bmo.cli import agents_cmd, apikey_cmd, config_cmd, ledger_cmd, serve_cmd
 
 app = typer.Typer(
     name="bmo",
@@ -22,6 +22,8 @@ app.command("version")(serve_cmd.version)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(agents_cmd.app, name="agents")
 app.add_typer(apikey_cmd.app, name="api-key")
+app.add_typer(ledger_cmd.app, name="runs")
+app.command("posture")(ledger_cmd.posture)
 
 
 def main() -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from bmo.cli.common import HomeOption, JsonOption, config_or_exit, console, fail, print_json
+from bmo.cli.ledger_cmd import KeyOption, posture_data, render_posture
 from bmo.config import as_dict
 from bmo.errors import ConfigError
 
@@ -29,8 +31,12 @@ def validate(home: Path = HomeOption) -> None:
 
 
 @app.command("show-openai-compat")
-def show_openai_compat(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
-    """The effective OpenAI-compatible configuration."""
+def show_openai_compat(
+    home: Path = HomeOption,
+    key: str = KeyOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """The merged OpenAI-compatible configuration and the live posture."""
     cfg = config_or_exit(home, write_default=False)
     d = as_dict(cfg)
     view = {
@@ -46,8 +52,9 @@ def show_openai_compat(home: Path = HomeOption, as_json: bool = JsonOption) -> N
         "home": str(cfg.home),
         "config_file": d["config_file"],
     }
+    posture, note = posture_data(cfg, key or os.environ.get("BMO_API_KEY"))
     if as_json:
-        print_json(view)
+        print_json({"config": view, "posture": posture})
         return
     t = Table(title="bmo OpenAI-compatible configuration", show_header=True)
     t.add_column("setting")
@@ -64,4 +71,10 @@ def show_openai_compat(home: Path = HomeOption, as_json: bool = JsonOption) -> N
     for n, p in view["providers"].items():
         t.add_row(f"provider {n}", f"{p['kind']} {p['base_url']}".strip())
     t.add_row("home", view["home"])
-    console().print(t)
+    out = console()
+    out.print(t)
+    render_posture(out, posture)
+    where = f"database {cfg.db_path}" if posture["source"] == "database" else "the running server"
+    out.print(f"[dim]posture source: {where}[/]", highlight=False)
+    if note:
+        out.print(f"[yellow]note:[/] {note}", highlight=False)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import orjson
 import typer
 from rich.console import Console
 
@@ -24,16 +24,40 @@ if TYPE_CHECKING:
 
 
 class _JsonFormatter(logging.Formatter):
+    """One JSON object a line; structured fields (`extra={"fields": …}`) go in at the top level."""
+
     def format(self, record: logging.LogRecord) -> str:
-        d = {
+        d: dict[str, Any] = {
             "ts": round(record.created, 3),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            d.update(fields)
         if record.exc_info:
             d["exc"] = self.formatException(record.exc_info)
-        return json.dumps(d)
+        return orjson.dumps(d, default=str).decode()
+
+
+class _TextFormatter(logging.Formatter):
+    """`time level logger: message k=v k=v`; values with spaces are quoted."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line += "".join(f" {k}={_kv(v)}" for k, v in fields.items())
+        return line
+
+
+def _kv(v: Any) -> str:
+    s = "-" if v is None else str(v)
+    return orjson.dumps(s).decode() if (" " in s or '"' in s or not s) else s
 
 
 def setup_logging(fmt: str) -> None:
@@ -41,7 +65,7 @@ def setup_logging(fmt: str) -> None:
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)

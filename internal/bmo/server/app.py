@@ -8,24 +8,37 @@ envelope: a client never sees a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from bmo.errors import BmoError, InternalError, NotFound
 from bmo.runtime import Runtime
-from bmo.server import chat, models
+from bmo.server import chat, ledger, models
 from bmo.server.auth import Authenticator
 from bmo.server.context import RUNTIME, STATE, RequestState, ServerState
 from bmo.server.http import error_response
+from bmo.server.recording import fire, record
 from bmo.server.routes import Router
 from bmo.service import RunInfo
 
 log = logging.getLogger("bmo.server")
 
 COMPAT_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages"})
+# Not compat requests: health probes, metrics scrapes and ledger reads would drown the ledger.
+UNRECORDED = frozenset(
+    {
+        "/health",
+        "/metrics",
+        "/v1/openai-compat/posture",
+        "/v1/openai-compat/runs",
+        "/v1/openai-compat/runs/{id}",
+    }
+)
 CORS_ALLOW_HEADERS = (
     "Authorization, Content-Type, X-Api-Key, X-BMO-Agent, X-BMO-Session, X-Stainless-Arch, "
     "X-Stainless-Lang, X-Stainless-OS, X-Stainless-Package-Version, X-Stainless-Retry-Count, "
@@ -40,12 +53,16 @@ def request_id() -> str:
     return "req_" + secrets.token_hex(12)
 
 
-def build_router() -> Router:
+def build_router(*, metrics_public: bool = False) -> Router:
     r = Router()
     r.add("GET", "/health", models.health, name="health", scope="none")
     r.add("GET", "/v1/models", models.list_models, name="models", scope="chat")
     r.add("GET", "/v1/models/{tail}", models.get_model, name="model", scope="chat")
     r.add("POST", "/v1/chat/completions", chat.chat_completions, name="chat", scope="chat")
+    r.add("GET", "/v1/openai-compat/posture", ledger.posture, name="posture", scope="ledger")
+    r.add("GET", "/v1/openai-compat/runs", ledger.runs, name="runs", scope="ledger")
+    r.add("GET", "/v1/openai-compat/runs/{tail}", ledger.run, name="run", scope="ledger")
+    r.add("GET", "/metrics", ledger.metrics, name="metrics", scope="none" if metrics_public else "ledger")
     return r
 
 
@@ -53,7 +70,7 @@ def make_app(runtime: Runtime, *, env_api_key: str | None = None) -> web.Applica
     cfg = runtime.cfg
     state = ServerState(
         runtime=runtime,
-        router=build_router(),
+        router=build_router(metrics_public=cfg.server.metrics_public),
         auth=Authenticator(cfg.auth.mode, env_api_key, runtime.keys),
         max_body=int(cfg.server.max_body_mb * 1024 * 1024),
         keepalive_s=cfg.openai_compat.keepalive_s,
@@ -91,33 +108,52 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
     app_state = request.app[RUNTIME]
-    st = RequestState(info=RunInfo(request_id=request_id(), route="unmatched"))
+    t0 = time.monotonic()
+    wall = time.time()
+    st = RequestState(info=RunInfo(request_id=request_id(), route="unmatched", started=t0))
     request[STATE] = st
     if request.method == "OPTIONS":
         return _preflight(request)
+    st.info.event("received")
+    status = 499  # until something is answered: the client went away first
+    app_state.in_flight += 1
     try:
         handler, scope, route, tail = app_state.router.resolve(request.method, request.path)
         st.route = st.info.route = route
         st.tail = tail
+        st.recorded = route not in UNRECORDED
         if route in COMPAT_ROUTES and not app_state.compat_enabled:
             raise NotFound(
                 "The OpenAI-compatible routes are turned off (openai_compat.enabled).", code="endpoint_disabled"
             )
         st.principal = await app_state.auth.authenticate(request, scope)
-        return await handler(request)
+        if st.recorded and route not in COMPAT_ROUTES:
+            fire(request, st)  # inference routes fire once the agent is known
+        resp = await handler(request)
+        status = resp.status
+        return resp
     except BmoError as e:
         if e.status >= 500:
             log.warning("%s %s -> %s %s (%s)", request.method, request.path, e.status, e.code, e.detail or e.message)
+        st.error = e
+        status = e.status
         return error_response(e)
+    except asyncio.CancelledError:
+        st.client_gone = True
+        raise
     except web.HTTPException:
         raise
     except Exception as e:
         log.exception("unhandled error on %s %s (%s)", request.method, request.path, st.info.request_id)
-        return error_response(
-            InternalError(
-                f"bmo hit an internal error ({type(e).__name__}); see the server log for request {st.info.request_id}."
-            )
+        st.error = InternalError(
+            f"bmo hit an internal error ({type(e).__name__}); see the server log for request {st.info.request_id}."
         )
+        status = 500
+        return error_response(st.error)
+    finally:
+        app_state.in_flight -= 1
+        if st.recorded:
+            record(request, st, status if not st.first_byte_sent else 200, wall)
 
 
 def _preflight(request: web.Request) -> web.Response:

@@ -13,15 +13,18 @@ import asyncio
 import logging
 import secrets
 import time
+from typing import Any
 
 from aiohttp import web
 
-from bmo.chat import Event, Finish, ReasoningDelta, TextDelta, ToolCall, ToolCallDelta, Usage
+from bmo.chat import ChatRequest, Event, Finish, ReasoningDelta, TextDelta, ToolCall, ToolCallDelta, Usage
 from bmo.errors import BmoError, InternalError
 from bmo.protocol.openai import ChunkStream, parse_chat_request, parse_json_body, to_completion
+from bmo.protocol.openai_upstream import message_obj
 from bmo.protocol.sse import KEEPALIVE
 from bmo.server.context import RUNTIME, STATE, RequestState
 from bmo.server.http import json_response, read_body
+from bmo.server.recording import fire
 from bmo.service import ActiveRun
 
 log = logging.getLogger("bmo.server")
@@ -32,6 +35,10 @@ SSE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",
 }
+
+
+def raw_messages(req: ChatRequest) -> list[dict[str, Any]]:
+    return [message_obj(m) for m in req.messages]
 
 
 def completion_id() -> str:
@@ -61,6 +68,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     state.stream = req.stream
     service = rt.runtime.chat()
     run = service.start(req, state.info, request.headers.get("X-BMO-Agent"))
+    fire(request, state)
+    if rt.runtime.recorder.store_content:
+        state.info.content = {"messages": raw_messages(req), "answer": None}
     async with service.admit():
         if req.stream:
             return await _stream(request, run, req.model, req.include_usage, rt.keepalive_s)
@@ -89,6 +99,8 @@ async def _whole(run: ActiveRun, model: str) -> web.Response:
                 usage = ev
     except BmoError as e:
         raise _no_retry(e, run) from None
+    if run.info.content is not None:
+        run.info.content["answer"] = "".join(text)
     body = to_completion(
         rid=completion_id(),
         created=int(time.time()),
@@ -138,7 +150,7 @@ async def _stream(
     except BmoError as e:
         if not started:
             raise _no_retry(e, run) from None
-        await _fail(resp, chunks, _no_retry(e, run))
+        await _fail(resp, chunks, _no_retry(e, run), state)
         return resp
     if not started:
         await resp.prepare(request)
@@ -151,10 +163,13 @@ async def _stream(
     last = [loop.time()]
     ka = asyncio.ensure_future(_keepalive(resp, last, keepalive_s))
     usage: Usage | None = None
+    answer: list[str] | None = [] if state.info.content is not None else None
     try:
         while ev is not None:
             if isinstance(ev, TextDelta):
                 await write(chunks.text(ev.text))
+                if answer is not None:
+                    answer.append(ev.text)
             elif isinstance(ev, ToolCallDelta):
                 await write(chunks.tool_call(ev))
             elif isinstance(ev, ReasoningDelta):
@@ -171,8 +186,10 @@ async def _stream(
         if usage is not None and include_usage:
             await write(chunks.usage(usage))
         await write(chunks.done())
+        if answer is not None and state.info.content is not None:
+            state.info.content["answer"] = "".join(answer)
     except BmoError as e:
-        await _fail(resp, chunks, _no_retry(e, run))
+        await _fail(resp, chunks, _no_retry(e, run), state)
     except ConnectionError:  # the client went away between two writes
         state.client_gone = True
     except asyncio.CancelledError:
@@ -180,7 +197,8 @@ async def _stream(
         raise
     except Exception as e:  # never a traceback to the client; the detail goes to the log
         log.exception("stream failed: %s", state.info.request_id)
-        await _fail(resp, chunks, InternalError(f"bmo failed while streaming: {type(e).__name__}", detail=str(e)))
+        err = InternalError(f"bmo failed while streaming: {type(e).__name__}", detail=str(e))
+        await _fail(resp, chunks, err, state)
     finally:
         ka.cancel()
         await _close(it)
@@ -199,7 +217,8 @@ async def _keepalive(resp: web.StreamResponse, last: list[float], interval: floa
         return
 
 
-async def _fail(resp: web.StreamResponse, chunks: ChunkStream, err: BmoError) -> None:
+async def _fail(resp: web.StreamResponse, chunks: ChunkStream, err: BmoError, state: RequestState) -> None:
+    state.error = err  # the ledger records what the client was told, though the status was 200
     try:
         await resp.write(chunks.error(err))
         await resp.write(chunks.done())

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 
+from bmo.errors import BmoError
 from bmo.runtime import Runtime
 from bmo.server.auth import Authenticator, Principal
 from bmo.server.routes import Router
@@ -21,6 +22,8 @@ class ServerState:
     keepalive_s: float
     cors_origins: frozenset[str]
     compat_enabled: bool
+    metrics_open: bool = False
+    in_flight: int = 0
 
 
 @dataclass(slots=True)
@@ -33,7 +36,9 @@ class RequestState:
     stream: bool = False
     first_byte_sent: bool = False
     client_gone: bool = False
-    extra: dict[str, object] = field(default_factory=dict)
+    recorded: bool = True  # unmatched paths are recorded too (SPEC §6: 404s included)
+    fired: bool = False
+    error: BmoError | None = None  # what the client was told, before or inside the stream
 
 
 RUNTIME: web.AppKey[ServerState] = web.AppKey("bmo_state", ServerState)

@@ -59,6 +59,42 @@ MIGRATIONS: tuple[Migration, ...] = (
         INSERT INTO counters (name, value) VALUES ('key_epoch', 0);
         """,
     ),
+    Migration(
+        2,
+        "runs",
+        """
+        -- The run ledger (SPEC §6): one row per request on a compat route, its events as a JSON array.
+        CREATE TABLE runs (
+            request_id        TEXT PRIMARY KEY,
+            started_at        REAL    NOT NULL,
+            route             TEXT    NOT NULL,
+            method            TEXT    NOT NULL,
+            status            INTEGER NOT NULL,
+            outcome           TEXT    NOT NULL,
+            error_code        TEXT,
+            model_requested   TEXT,
+            agent             TEXT,
+            upstream_route    TEXT,
+            stream            INTEGER NOT NULL,
+            ttfb_ms           REAL,
+            duration_ms       REAL    NOT NULL,
+            prompt_tokens     INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            tool_calls        INTEGER NOT NULL,
+            session_id        TEXT,
+            api_key_prefix    TEXT,
+            client_ua         TEXT,
+            client_ip         TEXT,
+            events            TEXT    NOT NULL,
+            content           TEXT
+        );
+        -- newest first, overall and by each filter the API and CLI offer
+        CREATE INDEX runs_started ON runs (started_at DESC, request_id DESC);
+        CREATE INDEX runs_route ON runs (route, started_at DESC);
+        CREATE INDEX runs_status ON runs (status, started_at DESC);
+        CREATE INDEX runs_agent ON runs (agent, started_at DESC);
+        """,
+    ),
 )
 
 BOOTSTRAP = """
