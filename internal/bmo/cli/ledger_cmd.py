@@ -39,12 +39,12 @@ def _ms(v: float | None) -> str:
 
 
 def _db_call(cfg: Config, fn: Any) -> Any:
+    """Run `await fn(db)`; `db` is None when there is no database yet (nothing was recorded)."""
     from bmo.store.db import open_database
 
-    if not cfg.db_path.exists():
-        return fn(None)
-
     async def go() -> Any:
+        if not cfg.db_path.exists():
+            return await fn(None)  # reading must not create the file
         async with open_database(cfg.db_path) as db:
             return await fn(db)
 
