@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "bmo.loop": 3,
     "bmo.service": 4,
     "bmo.recorder": 4,
+    "bmo.sessions": 4,
     "bmo.runtime": 5,
     "bmo.server": 6,
     "bmo.cli": 6,

@@ -151,3 +151,49 @@ class Completion:
         out.append(Finish(self.finish_reason))
         out.append(self.usage)
         return out
+
+
+def message_to_json(m: Message) -> dict[str, Any]:
+    """A message as plain data (what session transcripts store)."""
+    d: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.name is not None:
+        d["name"] = m.name
+    if m.tool_calls:
+        d["tool_calls"] = [{"id": t.id, "name": t.name, "arguments": t.arguments} for t in m.tool_calls]
+    if m.tool_call_id is not None:
+        d["tool_call_id"] = m.tool_call_id
+    return d
+
+
+def message_from_json(d: dict[str, Any]) -> Message:
+    calls = d.get("tool_calls")
+    return Message(
+        role=d["role"],
+        content=d.get("content"),
+        name=d.get("name"),
+        tool_calls=[ToolCall(t["id"], t["name"], t["arguments"]) for t in calls] if calls else None,
+        tool_call_id=d.get("tool_call_id"),
+    )
+
+
+def same_turn(a: Message, b: Message) -> bool:
+    """Whether two messages are the same turn of a conversation, as a client resends it.
+
+    Clients resend history with small differences: `content` null, "" or absent beside tool
+    calls; a string or one text part; tool-call arguments re-serialised. Those are the same turn.
+    """
+    if a.role != b.role or a.tool_call_id != b.tool_call_id:
+        return False
+    if isinstance(a.content, list) or isinstance(b.content, list):
+        if _images(a) != _images(b):
+            return False
+    if a.text() != b.text():
+        return False
+    ta, tb = a.tool_calls or [], b.tool_calls or []
+    return len(ta) == len(tb) and all(x.id == y.id and x.name == y.name for x, y in zip(ta, tb, strict=True))
+
+
+def _images(m: Message) -> list[Any]:
+    if not isinstance(m.content, list):
+        return []
+    return [p.get("image_url") for p in m.content if p.get("type") != "text"]

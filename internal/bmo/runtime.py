@@ -16,9 +16,11 @@ from bmo.posture import Persistence
 from bmo.providers import ClientSession, Provider, build_providers, open_session
 from bmo.recorder import Recorder
 from bmo.service import ChatService
+from bmo.sessions import SessionManager
 from bmo.store.db import Database
 from bmo.store.keys import KeyStore
 from bmo.store.ledger import LedgerWriter, prune_forever
+from bmo.store.sessions import SessionStore
 from bmo.store.verifier import CachedKeyVerifier
 
 
@@ -42,6 +44,7 @@ class Runtime:
         self.ledger = LedgerWriter(self.db, self.persistence)
         self.recorder = Recorder(self.ledger, self.persistence, store_content=cfg.ledger.store_content)
         self._prune_task: asyncio.Task[None] | None = None
+        self.sessions = SessionManager(SessionStore(self.db))
 
     async def open(self) -> None:
         # The store first: a database that cannot be opened stops start-up with a ServerError
@@ -55,11 +58,12 @@ class Runtime:
         self._keys_task = asyncio.create_task(self.keys.run(), name="bmo-key-epoch")
         self.ledger.start()
         self._prune_task = asyncio.create_task(
-            prune_forever(self.db, self.cfg.ledger.retention_days), name="bmo-ledger-retention"
+            prune_forever(self.db, self.cfg.ledger.retention_days, self.sessions.store, self.cfg.sessions.ttl_days),
+            name="bmo-retention",
         )
         self.http = open_session()
         self.providers = build_providers(self.cfg, self.http)
-        self.service = ChatService(self.cfg, self.agents, self.providers)
+        self.service = ChatService(self.cfg, self.agents, self.providers, sessions=self.sessions)
 
     async def close(self) -> None:
         for p in self.providers.values():

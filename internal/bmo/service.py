@@ -9,8 +9,9 @@ and posture can be fed from one place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from bmo.chat import (
     ServerToolCall,
     ServerToolResult,
     TextDelta,
+    ToolCall,
     ToolCallDelta,
     UpstreamCall,
     Usage,
@@ -32,6 +34,7 @@ from bmo.errors import BmoError, RateLimited, UpstreamError
 from bmo.loop import Plan, plan_run, run_agent
 from bmo.providers import Provider
 from bmo.runs import RunEvent
+from bmo.sessions import Bound, SessionManager, is_background_task, owner_of, session_name
 from bmo.tools import BUILTINS, Tool
 
 
@@ -62,10 +65,20 @@ class ActiveRun:
     plan: Plan
     info: RunInfo
     events: AsyncIterator[Event]
+    bound: Bound | None = None
 
     @property
     def warnings(self) -> list[str]:
         return self.plan.warnings
+
+    async def close(self) -> None:
+        """Always called by the adapter when it is done: stops the run, frees its session."""
+        aclose = getattr(self.events, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(RuntimeError, BmoError):  # already closing in a cancelled task
+                await aclose()
+        if self.bound is not None:
+            self.bound.release()
 
 
 class ChatService:
@@ -75,8 +88,10 @@ class ChatService:
         agents: AgentRegistry,
         providers: dict[str, Provider],
         tools: dict[str, Tool] | None = None,
+        sessions: SessionManager | None = None,
     ) -> None:
         self.cfg = cfg
+        self.sessions = sessions
         self.agents = agents
         self.providers = providers
         self.tools: dict[str, Tool] = tools if tools is not None else {n: cls() for n, cls in BUILTINS.items()}
@@ -88,9 +103,32 @@ class ChatService:
     def resolve(self, model: str | None, agent_header: str | None) -> AgentSpec:
         return self.agents.resolve(model, agent_header)
 
-    def start(self, req: ChatRequest, info: RunInfo, agent_header: str | None = None) -> ActiveRun:
-        """Decide everything that can fail as a client error before any upstream work."""
-        agent = self.resolve(req.model, agent_header)
+    async def begin(
+        self,
+        req: ChatRequest,
+        info: RunInfo,
+        agent: AgentSpec,
+        *,
+        headers: Mapping[str, str] | None = None,
+        principal: object = None,
+    ) -> ActiveRun:
+        """Bind the request to its session (if it names one), then plan the run. Everything that
+        can fail as a client error happens here, before any upstream work."""
+        bound: Bound | None = None
+        if self.sessions is not None and not is_background_task(req):
+            named = session_name(headers or {}, req, self.cfg, agent)
+            if named is not None:
+                bound = await self.sessions.bind(owner_of(principal), named[0], named[1], agent, req)
+                info.session_id = bound.session.id
+        try:
+            run = self.start(req, info, agent, bound)
+        except BaseException:
+            if bound is not None:
+                bound.release()
+            raise
+        return run
+
+    def start(self, req: ChatRequest, info: RunInfo, agent: AgentSpec, bound: Bound | None = None) -> ActiveRun:
         info.agent = agent.id
         info.upstream_route = agent.model
         info.event("resolved", {"agent": agent.id, "upstream_route": agent.model})
@@ -102,12 +140,20 @@ class ChatService:
             max_steps=self.cfg.openai_compat.max_steps,
         )
         provider = self.providers[agent.provider]
-        events = self._watch(run_agent(plan, provider, stream=req.stream), info)
-        return ActiveRun(agent=agent, plan=plan, info=info, events=events)
+        events = self._watch(run_agent(plan, provider, stream=req.stream), info, bound)
+        return ActiveRun(agent=agent, plan=plan, info=info, events=events, bound=bound)
 
-    async def _watch(self, events: AsyncIterator[Event], info: RunInfo) -> AsyncIterator[Event]:
+    async def _watch(self, events: AsyncIterator[Event], info: RunInfo, bound: Bound | None) -> AsyncIterator[Event]:
+        calls: dict[int, ToolCall] = {}
         try:
             async for ev in events:
+                if bound is not None:
+                    if isinstance(ev, TextDelta):
+                        bound.answer_text.append(ev.text)
+                    elif isinstance(ev, ToolCallDelta):
+                        if ev.index not in calls:
+                            calls[ev.index] = ToolCall(ev.id or f"call_{ev.index}", ev.name or "", "")
+                        calls[ev.index].arguments += ev.arguments
                 if info.ttfb_ms is None and isinstance(ev, (TextDelta, ToolCallDelta, ReasoningDelta)):
                     info.ttfb_ms = (time.monotonic() - info.started) * 1000
                     info.event("first_token")
@@ -126,6 +172,9 @@ class ChatService:
                 elif isinstance(ev, Usage):
                     info.usage = ev
                 yield ev
+            if bound is not None:  # the run finished: the exchange joins the transcript
+                bound.answer_calls = [calls[i] for i in sorted(calls)]
+                await bound.commit()
         except BmoError as e:
             if isinstance(e, (UpstreamError, RateLimited)):
                 info.event("upstream_error", {"code": e.code, "message": e.message[:300]})
@@ -134,6 +183,8 @@ class ChatService:
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
                 await aclose()  # closes the upstream request at once when the client is gone
+            if bound is not None:
+                bound.release()
 
     @asynccontextmanager
     async def admit(self) -> AsyncIterator[None]:

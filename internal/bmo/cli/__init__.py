@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from bmo.cli import agents_cmd, apikey_cmd, config_cmd, ledger_cmd, serve_cmd
+from bmo.cli import agents_cmd, apikey_cmd, config_cmd, ledger_cmd, serve_cmd, sessions_cmd
 
 app = typer.Typer(
     name="bmo",
@@ -24,6 +24,7 @@ app.add_typer(agents_cmd.app, name="agents")
 app.add_typer(apikey_cmd.app, name="api-key")
 app.add_typer(ledger_cmd.app, name="runs")
 app.command("posture")(ledger_cmd.posture)
+app.add_typer(sessions_cmd.app, name="sessions")
 
 
 def main() -> None:

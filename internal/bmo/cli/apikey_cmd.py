@@ -64,6 +64,7 @@ def create(
         None, "--expires", help="30d, 12h, 90m, 2w or an ISO date (UTC); default: never.", show_default=False
     ),
     home: Path = HomeOption,
+    as_json: bool = typer.Option(False, "--json", help="Print the new key (secret included) as JSON, for scripts."),
 ) -> None:
     """Create a key and print its secret, once."""
     from bmo.store.keys import parse_expires, parse_name, parse_scopes
@@ -76,6 +77,17 @@ def create(
         fail(e.message, 2)
     new = _with_store(home, lambda ks: ks.create(name, scope_list, expires_at))
     rec = new.record
+    if as_json:
+        print_json(
+            {
+                "name": rec.name,
+                "prefix": rec.prefix,
+                "scopes": rec.scope_list(),
+                "expires_at": rec.expires_at,
+                "secret": new.secret,
+            }
+        )
+        return
     out = console()
     out.print(
         f"Created API key [bold]{rec.name}[/] (prefix {rec.prefix}, scopes {', '.join(rec.scope_list())}, "

@@ -67,14 +67,18 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     state.model_requested = req.model
     state.stream = req.stream
     service = rt.runtime.chat()
-    run = service.start(req, state.info, request.headers.get("X-BMO-Agent"))
-    fire(request, state)
-    if rt.runtime.recorder.store_content:
-        state.info.content = {"messages": raw_messages(req), "answer": None}
+    agent = service.resolve(req.model, request.headers.get("X-BMO-Agent"))
     async with service.admit():
-        if req.stream:
-            return await _stream(request, run, req.model, req.include_usage, rt.keepalive_s)
-        return await _whole(run, req.model)
+        run = await service.begin(req, state.info, agent, headers=request.headers, principal=state.principal)
+        try:
+            fire(request, state)
+            if rt.runtime.recorder.store_content:
+                state.info.content = {"messages": raw_messages(req), "answer": None}
+            if req.stream:
+                return await _stream(request, run, req.model, req.include_usage, rt.keepalive_s)
+            return await _whole(run, req.model)
+        finally:
+            await run.close()
 
 
 async def _whole(run: ActiveRun, model: str) -> web.Response:
@@ -201,7 +205,6 @@ async def _stream(
         await _fail(resp, chunks, err, state)
     finally:
         ka.cancel()
-        await _close(it)
     return resp
 
 
@@ -224,12 +227,3 @@ async def _fail(resp: web.StreamResponse, chunks: ChunkStream, err: BmoError, st
         await resp.write(chunks.done())
     except (ConnectionError, RuntimeError):
         pass
-
-
-async def _close(it: object) -> None:
-    aclose = getattr(it, "aclose", None)
-    if aclose is not None:
-        try:
-            await aclose()
-        except (RuntimeError, BmoError):
-            pass

@@ -193,14 +193,19 @@ async def prune(db: Database, retention_days: float, *, now: float | None = None
         await asyncio.sleep(0.05)  # let request-path writers in between batches
 
 
-async def prune_forever(db: Database, retention_days: float) -> None:
+async def prune_forever(db: Database, retention_days: float, sessions: Any = None, ttl_days: float = 30) -> None:
+    """Retention in the background: old runs, and (given the session store) expired sessions."""
     while True:
         try:
             n = await prune(db, retention_days)
             if n:
                 log.info("ledger retention: pruned %d runs older than %g days", n, retention_days)
+            if sessions is not None:
+                n = await sessions.prune(ttl_days)
+                if n:
+                    log.info("sessions: pruned %d idle for more than %g days", n, ttl_days)
         except ServerError as e:
-            log.warning("ledger retention failed: %s", e.message)
+            log.warning("retention failed: %s", e.message)
         await asyncio.sleep(PRUNE_EVERY_S)
 
 

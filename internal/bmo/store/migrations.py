@@ -95,6 +95,33 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX runs_agent ON runs (agent, started_at DESC);
         """,
     ),
+    Migration(
+        3,
+        "sessions",
+        """
+        -- Server-side sessions (SPEC §1): a conversation kept by bmo, named by the client and
+        -- scoped to the API key that made it.
+        CREATE TABLE sessions (
+            id         TEXT    PRIMARY KEY,      -- ses_… ; what the ledger's runs.session_id holds
+            owner      TEXT    NOT NULL,         -- the API key's prefix, or "anonymous"
+            name       TEXT    NOT NULL,         -- X-BMO-Session / X-OpenWebUI-Chat-Id / user
+            source     TEXT    NOT NULL,         -- which of those named it
+            agent      TEXT    NOT NULL,         -- a session is bound to one agent
+            created_at REAL    NOT NULL,
+            updated_at REAL    NOT NULL,
+            turns      INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE UNIQUE INDEX sessions_owner_name ON sessions (owner, name);
+        CREATE INDEX sessions_updated ON sessions (updated_at);
+        -- The transcript: user, assistant and tool turns in order (never the agent's system prompt).
+        CREATE TABLE session_messages (
+            session_id TEXT    NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+            seq        INTEGER NOT NULL,
+            message    TEXT    NOT NULL,         -- JSON
+            PRIMARY KEY (session_id, seq)
+        ) WITHOUT ROWID;
+        """,
+    ),
 )
 
 BOOTSTRAP = """
