@@ -27,6 +27,8 @@ _VOLATILE_KEYS = {
     "p95_ms": "<ms>",
     "bind": "<host:port>",
     "next_cursor": "<cursor>",
+    "written_rows": "<count>",  # the ledger writer runs on its own clock
+    "queue_depth": "<count>",
     "request_id": "<request_id>",
     "created_at": "<time>",
 }
