@@ -1,0 +1,66 @@
+"""README.md documents every setting, its environment variable, and every CLI command
+(as datasette's test_docs.py does): a new key or command without docs fails here."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+
+from bmo.cli import app
+from bmo.config import _SECTIONS, _TOP_SCALARS, ENV_VARS
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def _settings() -> list[str]:
+    keys = [f"{section}.{f.name}" for section, cls in _SECTIONS.items() for f in dataclasses.fields(cls)]
+    return keys + list(_TOP_SCALARS)
+
+
+@pytest.mark.parametrize("key", _settings())
+def test_every_setting_is_in_the_readme_table(key: str) -> None:
+    assert re.search(rf"^\| `{re.escape(key)}` \|", README, re.M), f"README's configuration table lacks `{key}`"
+
+
+@pytest.mark.parametrize("var", sorted(ENV_VARS))
+def test_every_environment_variable_is_documented(var: str) -> None:
+    assert f"`{var}`" in README, f"README does not mention `{var}`"
+
+
+def _commands(group: Any, prefix: str = "bmo") -> list[str]:
+    out = []
+    for name, cmd in sorted(group.commands.items()):
+        path = f"{prefix} {name}"
+        if hasattr(cmd, "commands"):  # a group (typer ships its own click)
+            out += _commands(cmd, path)
+        else:
+            out.append(path)
+    return out
+
+
+COMMANDS = _commands(typer.main.get_command(app))
+
+
+def test_the_cli_has_the_commands_spec_names() -> None:
+    for cmd in ("bmo serve", "bmo config show-openai-compat", "bmo config validate", "bmo api-key create",
+                "bmo agents list", "bmo runs list", "bmo runs show", "bmo runs events", "bmo posture",
+                "bmo version"):  # fmt: skip
+        assert cmd in COMMANDS
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_is_in_the_readme(command: str) -> None:
+    assert re.search(rf"^\| `{re.escape(command)}[ `]", README, re.M), f"README's command table lacks `{command}`"
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    blocks = re.findall(r"```sh\n(.*?)\n```", README, re.S)
+    assert blocks[0].strip().endswith(".venv/bin/bmo serve")
+    assert blocks[1].strip().endswith(".venv/bin/python -m pytest -q")
+    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    assert ".venv/bin/python -m pytest -q" in ci  # CI runs exactly the README's test command
