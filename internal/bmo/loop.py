@@ -1,9 +1,11 @@
-"""The agent loop (layer 3): model call → server-side tools → model call …, as a stream of events.
+"""The agent loop (layer 3): model call → server-side tools → model call …
 
-It knows nothing of HTTP or the store. It yields internal events: text and reasoning deltas,
-client tool-call deltas (re-indexed so the client sees 0, 1, 2…), `UpstreamCall`,
-`ServerToolCall`/`ServerToolResult` (for the ledger and keep-alives), exactly one `Finish`, and
-last the `Usage` summed over every upstream call of the run.
+It knows nothing of HTTP or the store. `run_agent` streams what the client sees: text and
+reasoning deltas, client tool-call deltas (re-indexed so the client sees 0, 1, 2…), exactly one
+`Finish`, and last the `Usage` summed over every upstream call. `run_agent_whole` returns the
+same answer in one piece. Both show every event, including `UpstreamCall` and
+`ServerToolCall`/`ServerToolResult`, to an `observe` callback (the service feeds the ledger
+from it): a plain call per event is far cheaper than another generator layer per token.
 
 Server-side tools are executed here and never shown to the client as `tool_calls`. A client
 tool call ends the run with `finish_reason: "tool_calls"`; the client's follow-up request
@@ -15,7 +17,7 @@ history will not contain them, and the model calls them again if it still needs 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +26,7 @@ import orjson
 from bmo.agents import AgentSpec
 from bmo.chat import (
     ChatRequest,
+    Completion,
     Event,
     Finish,
     Message,
@@ -127,33 +130,32 @@ class _Call:
     client_index: int = -1
 
 
-async def run_agent(plan: Plan, provider: Provider, *, stream: bool) -> AsyncIterator[Event]:
+Observer = Callable[[Event], None]
+
+
+def _ignore(ev: Event) -> None:
+    return None
+
+
+async def run_agent(plan: Plan, provider: Provider, *, observe: Observer = _ignore) -> AsyncIterator[Event]:
+    """The streaming run. Yields only what the client sees (text, reasoning, client tool-call
+    deltas, one Finish, then the total Usage); `observe` is also shown the upstream calls and
+    server-side tool calls and results (for the ledger), without a generator hop per event."""
     messages = list(plan.messages)
     usage = Usage()
     tool_choice = plan.tool_choice
-    route = plan.agent.model
     step = 0
     while True:
         step += 1
-        call = ModelCall(
-            model=plan.agent.upstream_model,
-            messages=messages,
-            params=plan.params,
-            tools=plan.tools,
-            tool_choice=tool_choice,
-        )
-        yield UpstreamCall(step=step, route=route)
+        observe(UpstreamCall(step=step, route=plan.agent.model))
         calls: dict[int, _Call] = {}
         n_client = 0
         text: list[str] = []
         reason = "stop"
-        if stream:
-            source: AsyncIterator[Event] = provider.stream(call)
-        else:
-            source = _aiter((await provider.complete(call)).events())
-        async for ev in source:
-            if isinstance(ev, TextDelta):
+        async for ev in provider.stream(_call(plan, messages, tool_choice)):
+            if type(ev) is TextDelta:
                 text.append(ev.text)
+                observe(ev)
                 yield ev
             elif isinstance(ev, ToolCallDelta):
                 c = calls.setdefault(ev.index, _Call())
@@ -165,15 +167,20 @@ async def run_agent(plan: Plan, provider: Provider, *, stream: bool) -> AsyncIte
                     if c.kind == "client":
                         c.client_index = n_client
                         n_client += 1
-                        yield ToolCallDelta(
+                        out = ToolCallDelta(
                             index=c.client_index,
                             id=c.id or f"call_{step}_{ev.index}",
                             name=c.name,
                             arguments="".join(c.args),
                         )
+                        observe(out)
+                        yield out
                 elif c.kind == "client" and ev.arguments:
-                    yield ToolCallDelta(index=c.client_index, arguments=ev.arguments)
+                    out = ToolCallDelta(index=c.client_index, arguments=ev.arguments)
+                    observe(out)
+                    yield out
             elif isinstance(ev, ReasoningDelta):
+                observe(ev)
                 yield ev
             elif isinstance(ev, Finish):
                 reason = ev.reason
@@ -183,32 +190,100 @@ async def run_agent(plan: Plan, provider: Provider, *, stream: bool) -> AsyncIte
             if c.kind is None:  # a call that never named itself: show it to the client as-is
                 c.kind, c.client_index = "client", n_client
                 n_client += 1
-                yield ToolCallDelta(
+                out = ToolCallDelta(
                     index=c.client_index, id=c.id or f"call_{step}_{idx}", name="", arguments="".join(c.args)
                 )
-        if n_client:
-            yield Finish("tool_calls")
-            break
-        server = [
-            ToolCall(id=c.id or f"call_{step}_{i}", name=c.name or "", arguments="".join(c.args))
-            for i, c in sorted(calls.items())
-            if c.kind == "server"
-        ]
-        if not server:
-            yield Finish("stop" if reason == "tool_calls" else reason)
-            break
-        if step >= plan.max_steps:
-            yield Finish("length")  # the model still wanted tools: the answer is cut short
+                observe(out)
+                yield out
+        server = _server_calls(calls, step)
+        finish = _finish(n_client, server, reason, step, plan.max_steps)
+        if finish is not None:
+            yield Finish(finish)
             break
         messages.append(Message(role="assistant", content="".join(text) or None, tool_calls=server))
-        for tc in server:
-            yield ServerToolCall(tc)
-            result = await _run_tool(plan.server_tools[tc.name], tc)
-            yield result
-            messages.append(Message(role="tool", content=result.output, tool_call_id=tc.id))
-        if isinstance(tool_choice, dict) or tool_choice == "required":
-            tool_choice = "auto"  # a forced choice applies to the first turn only, or it never ends
+        await _run_server_tools(plan, server, messages, observe)
+        tool_choice = _after_tools(tool_choice)
+    observe(usage)
     yield usage
+
+
+async def run_agent_whole(plan: Plan, provider: Provider, *, observe: Observer = _ignore) -> Completion:
+    """The same run for a client that asked for one whole answer: no generator per event, one
+    `complete()` per upstream call. Returns what the client sees, usage summed over every call."""
+    messages = list(plan.messages)
+    usage = Usage()
+    tool_choice = plan.tool_choice
+    text: list[str] = []
+    reasoning: list[str] = []
+    step = 0
+    while True:
+        step += 1
+        observe(UpstreamCall(step=step, route=plan.agent.model))
+        done = await provider.complete(_call(plan, messages, tool_choice))
+        usage.add(done.usage)
+        if done.reasoning:
+            reasoning.append(done.reasoning)
+        if done.content:
+            text.append(done.content)
+        client = [tc for tc in done.tool_calls if tc.name not in plan.server_tools]
+        server = [tc for tc in done.tool_calls if tc.name in plan.server_tools]
+        if client or not server or step >= plan.max_steps:
+            finish = _finish(len(client), server, done.finish_reason, step, plan.max_steps) or "stop"
+            answer = Completion(
+                content="".join(text),
+                tool_calls=client,
+                finish_reason=finish,
+                usage=usage,
+                reasoning="".join(reasoning) or None,
+            )
+            for ev in answer.events():
+                observe(ev)
+            return answer
+        messages.append(Message(role="assistant", content=done.content or None, tool_calls=server))
+        await _run_server_tools(plan, server, messages, observe)
+        tool_choice = _after_tools(tool_choice)
+
+
+def _call(plan: Plan, messages: list[Message], tool_choice: Any) -> ModelCall:
+    return ModelCall(
+        model=plan.agent.upstream_model,
+        messages=messages,
+        params=plan.params,
+        tools=plan.tools,
+        tool_choice=tool_choice,
+    )
+
+
+def _server_calls(calls: dict[int, _Call], step: int) -> list[ToolCall]:
+    return [
+        ToolCall(id=c.id or f"call_{step}_{i}", name=c.name or "", arguments="".join(c.args))
+        for i, c in sorted(calls.items())
+        if c.kind == "server"
+    ]
+
+
+def _finish(n_client: int, server: list[ToolCall], reason: str, step: int, max_steps: int) -> str | None:
+    """The run's finish_reason, or None when server-side tools must run and the loop go on."""
+    if n_client:
+        return "tool_calls"
+    if not server:
+        return "stop" if reason == "tool_calls" else reason
+    if step >= max_steps:
+        return "length"  # the model still wanted tools: the answer is cut short
+    return None
+
+
+def _after_tools(tool_choice: Any) -> Any:
+    # a forced choice applies to the first turn only, or the loop never ends
+    return "auto" if isinstance(tool_choice, dict) or tool_choice == "required" else tool_choice
+
+
+async def _run_server_tools(plan: Plan, server: list[ToolCall], messages: list[Message], observe: Observer) -> None:
+    for tc in server:
+        observe(ServerToolCall(tc))
+        result = await _run_tool(plan.server_tools[tc.name], tc)
+        observe(result)
+        messages.append(Message(role="tool", content=result.output, tool_call_id=tc.id))
 
 
 async def _run_tool(tool: Tool, tc: ToolCall) -> ServerToolResult:
@@ -226,7 +301,3 @@ async def _run_tool(tool: Tool, tc: ToolCall) -> ServerToolResult:
     except TimeoutError:
         return ServerToolResult(tc.id, tc.name, f"error: tool took longer than {TOOL_TIMEOUT_S}s", True)
 
-
-async def _aiter(events: list[Event]) -> AsyncIterator[Event]:
-    for ev in events:
-        yield ev

@@ -19,6 +19,7 @@ from typing import Any
 from bmo.agents import AgentRegistry, AgentSpec
 from bmo.chat import (
     ChatRequest,
+    Completion,
     Event,
     ReasoningDelta,
     ServerToolCall,
@@ -31,7 +32,7 @@ from bmo.chat import (
 )
 from bmo.config import Config
 from bmo.errors import BmoError, RateLimited, UpstreamError
-from bmo.loop import Plan, plan_run, run_agent
+from bmo.loop import Plan, plan_run, run_agent, run_agent_whole
 from bmo.providers import Provider
 from bmo.runs import RunEvent
 from bmo.sessions import Bound, SessionManager, is_background_task, owner_of, session_name
@@ -59,21 +60,93 @@ class RunInfo:
         self.events.append(RunEvent(name, (time.monotonic() - self.started) * 1000, detail))
 
 
+class Observer:
+    """Watches a run's events go by (called by the loop for each): fills `RunInfo` for the ledger
+    and collects the answer for the session transcript. Plain calls, no generator layer."""
+
+    __slots__ = ("info", "bound", "calls")
+
+    def __init__(self, info: RunInfo, bound: Bound | None) -> None:
+        self.info = info
+        self.bound = bound
+        self.calls: dict[int, ToolCall] = {}
+
+    def __call__(self, ev: Event) -> None:
+        info = self.info
+        kind = type(ev)
+        if kind is TextDelta or kind is ToolCallDelta or kind is ReasoningDelta:
+            if info.ttfb_ms is None:
+                info.ttfb_ms = (time.monotonic() - info.started) * 1000
+                info.event("first_token")
+            if self.bound is None:
+                if kind is TextDelta:
+                    return
+            elif kind is TextDelta:
+                self.bound.answer_text.append(ev.text)  # type: ignore[union-attr]
+                return
+        if isinstance(ev, ToolCallDelta):
+            if ev.id is not None:
+                info.tool_calls += 1
+                info.event("tool_call", {"name": ev.name, "side": "client"})
+            if self.bound is not None:
+                call = self.calls.get(ev.index)
+                if call is None:
+                    call = self.calls[ev.index] = ToolCall(ev.id or f"call_{ev.index}", ev.name or "", "")
+                call.arguments += ev.arguments
+        elif isinstance(ev, UpstreamCall):
+            info.event("upstream_request", {"step": ev.step, "route": ev.route})
+        elif isinstance(ev, ServerToolCall):
+            info.event("tool_call", {"name": ev.call.name, "side": "server"})
+        elif isinstance(ev, ServerToolResult):
+            info.tool_calls += 1
+            info.server_tools_ran = True
+            info.event("tool_result", {"name": ev.name, "is_error": ev.is_error})
+        elif isinstance(ev, Usage):
+            info.usage = ev
+
+
 @dataclass(slots=True)
 class ActiveRun:
+    """One admitted run. The adapter either iterates `stream()` or awaits `complete()`, then calls
+    `finish()` when the client has the whole answer, and always `close()`."""
+
     agent: AgentSpec
     plan: Plan
     info: RunInfo
-    events: AsyncIterator[Event]
+    provider: Provider
+    observer: Observer
     bound: Bound | None = None
+    _events: AsyncIterator[Event] | None = None
 
     @property
     def warnings(self) -> list[str]:
         return self.plan.warnings
 
+    def stream(self) -> AsyncIterator[Event]:
+        self._events = run_agent(self.plan, self.provider, observe=self.observer)
+        return self._events
+
+    async def complete(self) -> Completion:
+        try:
+            return await run_agent_whole(self.plan, self.provider, observe=self.observer)
+        except BmoError as e:
+            self.failed(e)
+            raise
+
+    def failed(self, e: BmoError) -> None:
+        if isinstance(e, (UpstreamError, RateLimited)):
+            self.info.event("upstream_error", {"code": e.code, "message": e.message[:300]})
+
+    async def finish(self) -> None:
+        """The run is done and answered: its exchange joins the session transcript."""
+        if self.bound is not None:
+            self.bound.answer_calls = [self.observer.calls[i] for i in sorted(self.observer.calls)]
+            await self.bound.commit()
+
     async def close(self) -> None:
-        """Always called by the adapter when it is done: stops the run, frees its session."""
-        aclose = getattr(self.events, "aclose", None)
+        """Always called by the adapter when it is done: stops the run (and with it the upstream
+        request, at once, when the client went away), and frees its session."""
+        aclose = getattr(self._events, "aclose", None)
         if aclose is not None:
             with contextlib.suppress(RuntimeError, BmoError):  # already closing in a cancelled task
                 await aclose()
@@ -139,52 +212,14 @@ class ChatService:
             system_policy=self.cfg.openai_compat.system_messages,
             max_steps=self.cfg.openai_compat.max_steps,
         )
-        provider = self.providers[agent.provider]
-        events = self._watch(run_agent(plan, provider, stream=req.stream), info, bound)
-        return ActiveRun(agent=agent, plan=plan, info=info, events=events, bound=bound)
-
-    async def _watch(self, events: AsyncIterator[Event], info: RunInfo, bound: Bound | None) -> AsyncIterator[Event]:
-        calls: dict[int, ToolCall] = {}
-        try:
-            async for ev in events:
-                if bound is not None:
-                    if isinstance(ev, TextDelta):
-                        bound.answer_text.append(ev.text)
-                    elif isinstance(ev, ToolCallDelta):
-                        if ev.index not in calls:
-                            calls[ev.index] = ToolCall(ev.id or f"call_{ev.index}", ev.name or "", "")
-                        calls[ev.index].arguments += ev.arguments
-                if info.ttfb_ms is None and isinstance(ev, (TextDelta, ToolCallDelta, ReasoningDelta)):
-                    info.ttfb_ms = (time.monotonic() - info.started) * 1000
-                    info.event("first_token")
-                if isinstance(ev, ToolCallDelta):
-                    if ev.id is not None:
-                        info.tool_calls += 1
-                        info.event("tool_call", {"name": ev.name, "side": "client"})
-                elif isinstance(ev, UpstreamCall):
-                    info.event("upstream_request", {"step": ev.step, "route": ev.route})
-                elif isinstance(ev, ServerToolCall):
-                    info.event("tool_call", {"name": ev.call.name, "side": "server"})
-                elif isinstance(ev, ServerToolResult):
-                    info.tool_calls += 1
-                    info.server_tools_ran = True
-                    info.event("tool_result", {"name": ev.name, "is_error": ev.is_error})
-                elif isinstance(ev, Usage):
-                    info.usage = ev
-                yield ev
-            if bound is not None:  # the run finished: the exchange joins the transcript
-                bound.answer_calls = [calls[i] for i in sorted(calls)]
-                await bound.commit()
-        except BmoError as e:
-            if isinstance(e, (UpstreamError, RateLimited)):
-                info.event("upstream_error", {"code": e.code, "message": e.message[:300]})
-            raise
-        finally:
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()  # closes the upstream request at once when the client is gone
-            if bound is not None:
-                bound.release()
+        return ActiveRun(
+            agent=agent,
+            plan=plan,
+            info=info,
+            provider=self.providers[agent.provider],
+            observer=Observer(info, bound),
+            bound=bound,
+        )
 
     @asynccontextmanager
     async def admit(self) -> AsyncIterator[None]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bmo.chat import ChatRequest, Event, Finish, ReasoningDelta, TextDelta, ToolCall, ToolCallDelta, Usage
+from bmo.chat import ChatRequest, Event, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 from bmo.errors import BmoError, InternalError
 from bmo.protocol.openai import ChunkStream, parse_chat_request, parse_json_body, to_completion
 from bmo.protocol.openai_upstream import message_obj
@@ -29,7 +29,6 @@ from bmo.service import ActiveRun
 
 log = logging.getLogger("bmo.server")
 
-_OUTPUT = (TextDelta, ToolCallDelta, ReasoningDelta, Finish)
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",
@@ -82,40 +81,70 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def _whole(run: ActiveRun, model: str) -> web.Response:
-    text: list[str] = []
-    reasoning: list[str] = []
-    calls: dict[int, ToolCall] = {}
-    finish = "stop"
-    usage = Usage()
     try:
-        async for ev in run.events:
-            if isinstance(ev, TextDelta):
-                text.append(ev.text)
-            elif isinstance(ev, ToolCallDelta):
-                if ev.index not in calls:
-                    calls[ev.index] = ToolCall(id=ev.id or f"call_{ev.index}", name=ev.name or "", arguments="")
-                calls[ev.index].arguments += ev.arguments
-            elif isinstance(ev, ReasoningDelta):
-                reasoning.append(ev.text)
-            elif isinstance(ev, Finish):
-                finish = ev.reason
-            elif isinstance(ev, Usage):
-                usage = ev
+        done = await run.complete()
     except BmoError as e:
         raise _no_retry(e, run) from None
+    await run.finish()
     if run.info.content is not None:
-        run.info.content["answer"] = "".join(text)
+        run.info.content["answer"] = done.content
     body = to_completion(
         rid=completion_id(),
         created=int(time.time()),
         model=model,
-        content="".join(text),
-        tool_calls=[calls[i] for i in sorted(calls)],
-        finish_reason=finish,
-        usage=usage,
-        reasoning="".join(reasoning) or None,
+        content=done.content,
+        tool_calls=done.tool_calls,
+        finish_reason=done.finish_reason,
+        usage=done.usage,
+        reasoning=done.reasoning,
     )
     return json_response(body, headers=_run_headers(run))
+
+
+class _KeepAlive:
+    """One timer per stream: when nothing was written for `interval`, it sends `: keepalive`
+    (and, before the first output, the headers). A timer, not a task per event: the cost per
+    token must stay tiny. `lock` makes "send the headers" happen once, whoever gets there first."""
+
+    __slots__ = ("request", "resp", "interval", "last", "lock", "stopped", "task")
+
+    def __init__(self, request: web.Request, resp: web.StreamResponse, interval: float) -> None:
+        self.request = request
+        self.resp = resp
+        self.interval = interval
+        self.last = asyncio.get_running_loop().time()
+        self.lock = asyncio.Lock()
+        self.stopped = False
+        self.task = asyncio.ensure_future(self._run())
+
+    async def prepare(self) -> bool:
+        """Send the headers unless sent; False when the stream was stopped first."""
+        async with self.lock:
+            if self.stopped:
+                return False
+            if not self.resp.prepared:
+                await self.resp.prepare(self.request)
+            return True
+
+    async def stop(self) -> bool:
+        """Stop the timer; True when the headers had already gone out."""
+        async with self.lock:
+            self.stopped = True
+        self.task.cancel()
+        return self.resp.prepared
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await asyncio.sleep(max(0.0, self.last + self.interval - loop.time()))
+                if loop.time() - self.last >= self.interval:
+                    if not await self.prepare():
+                        return
+                    await self.resp.write(KEEPALIVE)
+                    self.last = loop.time()
+        except (ConnectionError, RuntimeError):
+            return
 
 
 async def _stream(
@@ -123,76 +152,58 @@ async def _stream(
 ) -> web.StreamResponse:
     chunks = ChunkStream(completion_id(), int(time.time()), model, include_usage)
     resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **_run_headers(run)})
-    it = run.events.__aiter__()
-    loop = asyncio.get_running_loop()
     state: RequestState = request[STATE]
-
-    # Wait for the first output, sending keep-alives (and so the headers) only if it is slow.
-    # Events that show nothing (an upstream call starting, a server tool running) do not count.
-    started = False
-    ev: Event | None = None
-    try:
-        while ev is None:
-            nxt = asyncio.ensure_future(it.__anext__())
-            try:
-                while True:
-                    done, _ = await asyncio.wait((nxt,), timeout=keepalive_s)
-                    if done:
-                        break
-                    if not started:
-                        await resp.prepare(request)
-                        started = True
-                    await resp.write(KEEPALIVE)
-            finally:
-                if not nxt.done():
-                    nxt.cancel()
-            ev = nxt.result()
-            if not isinstance(ev, _OUTPUT):
-                ev = None
-    except StopAsyncIteration:
-        ev = None
-    except BmoError as e:
-        if not started:
-            raise _no_retry(e, run) from None
-        await _fail(resp, chunks, _no_retry(e, run), state)
-        return resp
-    if not started:
-        await resp.prepare(request)
-    state.first_byte_sent = True
-    write = resp.write
-    await write(chunks.start())
-
-    # From here on, a quiet run still gets a keep-alive every keepalive_s (a timer, not a task
-    # per event: streaming cost per token must stay tiny).
-    last = [loop.time()]
-    ka = asyncio.ensure_future(_keepalive(resp, last, keepalive_s))
+    it = run.stream().__aiter__()
+    ka = _KeepAlive(request, resp, keepalive_s)
+    loop = asyncio.get_running_loop()
     usage: Usage | None = None
     answer: list[str] | None = [] if state.info.content is not None else None
     try:
+        ev: Event | None = await it.__anext__()
+    except StopAsyncIteration:
+        ev = None
+    except BmoError as e:
+        run.failed(e)
+        if not await ka.stop():
+            raise _no_retry(e, run) from None  # nothing sent yet: a real HTTP status
+        await _fail(resp, chunks, _no_retry(e, run), state)
+        return resp
+    except BaseException:
+        ka.task.cancel()
+        raise
+    try:
+        # The headers wait for the first output, so an early failure gets a real status (above).
+        await ka.prepare()
+        state.first_byte_sent = True
+        write = resp.write
+        await write(chunks.start())
         while ev is not None:
-            if isinstance(ev, TextDelta):
-                await write(chunks.text(ev.text))
+            kind = type(ev)
+            if kind is TextDelta:
+                await write(chunks.text(ev.text))  # type: ignore[union-attr]
                 if answer is not None:
-                    answer.append(ev.text)
-            elif isinstance(ev, ToolCallDelta):
-                await write(chunks.tool_call(ev))
-            elif isinstance(ev, ReasoningDelta):
-                await write(chunks.reasoning(ev.text))
-            elif isinstance(ev, Finish):
-                await write(chunks.finish(ev.reason))
-            elif isinstance(ev, Usage):
-                usage = ev
-            last[0] = loop.time()
+                    answer.append(ev.text)  # type: ignore[union-attr]
+            elif kind is ToolCallDelta:
+                await write(chunks.tool_call(ev))  # type: ignore[arg-type]
+            elif kind is ReasoningDelta:
+                await write(chunks.reasoning(ev.text))  # type: ignore[union-attr]
+            elif kind is Finish:
+                await write(chunks.finish(ev.reason))  # type: ignore[union-attr]
+            elif kind is Usage:
+                usage = ev  # type: ignore[assignment]
+            ka.last = loop.time()
             try:
                 ev = await it.__anext__()
             except StopAsyncIteration:
                 ev = None
+        await run.finish()
         if usage is not None and include_usage:
             await write(chunks.usage(usage))
         await write(chunks.done())
         if answer is not None and state.info.content is not None:
             state.info.content["answer"] = "".join(answer)
     except BmoError as e:
+        run.failed(e)
         await _fail(resp, chunks, _no_retry(e, run), state)
     except ConnectionError:  # the client went away between two writes
         state.client_gone = True
@@ -204,20 +215,8 @@ async def _stream(
         err = InternalError(f"bmo failed while streaming: {type(e).__name__}", detail=str(e))
         await _fail(resp, chunks, err, state)
     finally:
-        ka.cancel()
+        ka.task.cancel()
     return resp
-
-
-async def _keepalive(resp: web.StreamResponse, last: list[float], interval: float) -> None:
-    loop = asyncio.get_running_loop()
-    try:
-        while True:
-            await asyncio.sleep(max(0.0, last[0] + interval - loop.time()))
-            if loop.time() - last[0] >= interval:
-                await resp.write(KEEPALIVE)
-                last[0] = loop.time()
-    except (ConnectionError, RuntimeError):
-        return
 
 
 async def _fail(resp: web.StreamResponse, chunks: ChunkStream, err: BmoError, state: RequestState) -> None:
