@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import openai
 from typer.testing import CliRunner
 
@@ -111,3 +113,42 @@ def test_show_openai_compat_json(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("openai_compat: {concurrency: 5}\n")
     r = CliRunner().invoke(app, ["config", "show-openai-compat", "--home", str(tmp_path), "--json"])
     assert r.exit_code == 0 and '"concurrency": 5' in r.output
+
+
+def test_json_access_log_one_fired_and_one_action_per_request(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bmo", "serve", "--port", "0", "--log-format", "json"],
+        env=_env(tmp_path, BMO_API_KEY="sk-bmo-log-key"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = None
+        deadline = time.monotonic() + 30
+        while url is None and time.monotonic() < deadline:
+            m = re.search(r"serving on (http://127\.0\.0\.1:\d+)/v1", proc.stdout.readline())
+            url = m.group(1) if m else None
+        assert url
+        ids = []
+        with httpx.Client(headers={"Authorization": "Bearer sk-bmo-log-key", "User-Agent": "log-test"}) as c:
+            ids.append(c.post(url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
+                       .headers["x-request-id"])  # fmt: skip
+            ids.append(c.get(url + "/v1/models/nope").headers["x-request-id"])
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines = [json.loads(ln) for ln in err.splitlines() if ln.startswith("{")]
+    access = [ln for ln in lines if ln.get("logger") == "bmo.access"]
+    for rid in ids:
+        mine = [ln["msg"] for ln in access if ln.get("request_id") == rid]
+        assert sorted(mine) == ["openai_compat.action", "openai_compat.fired"], mine
+    chat = next(ln for ln in access if ln["request_id"] == ids[0] and ln["msg"] == "openai_compat.fired")
+    assert chat["agent"] == "default" and chat["client_ua"] == "log-test" and chat["route"] == "/v1/chat/completions"
+    action = next(ln for ln in access if ln["request_id"] == ids[1] and ln["msg"] == "openai_compat.action")
+    assert action["status"] == 404 and action["outcome"] == "client_error"
+    assert "sk-bmo-log-key" not in err

@@ -1,39 +1,102 @@
 """Where every finished request goes (layer 4): the posture window, the metrics, the ledger queue
-and the two structured log lines (`openai_compat.fired` when a request is accepted,
+and the two structured access-log lines (`openai_compat.fired` when a request is accepted,
 `openai_compat.action` when it is answered). All of it is in-memory work; the disk write happens
 later in the ledger's own task, so recording never slows or fails a request.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Protocol
+import asyncio
+import sys
+import time
+from typing import Any, BinaryIO, Protocol
+
+import orjson
 
 from bmo.metrics import Metrics
 from bmo.posture import Persistence, PostureWindow
 from bmo.runs import RunRecord
 
-access = logging.getLogger("bmo.access")
+FLUSH_S = 0.05  # access lines reach stderr within 50 ms...
+FLUSH_LINES = 512  # ...or at once when this many are waiting
 
 
 class RunSink(Protocol):
     def submit(self, record: RunRecord) -> None: ...
 
 
+class AccessLog:
+    """Structured access lines on stderr, in the server's log format (`text` or `json`).
+
+    Built by hand and written in batches: through `logging` with a formatter, two lines cost
+    about as much CPU as the rest of a small request (see scripts/bench/RESULTS.md).
+    """
+
+    def __init__(self, fmt: str = "text", out: BinaryIO | None = None) -> None:
+        self.fmt = fmt
+        # the stderr of the process that built the server, not whatever sys.stderr is later
+        self.out: BinaryIO | None = out or getattr(sys.stderr, "buffer", None)
+        self._buf: list[bytes] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def emit(self, event: str, fields: dict[str, Any]) -> None:
+        if self.fmt == "off":
+            return
+        now = time.time()
+        if self.fmt == "json":
+            line = orjson.dumps(
+                {"ts": round(now, 3), "level": "info", "logger": "bmo.access", "msg": event, **fields}, default=str
+            )
+        else:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f",{int(now * 1000) % 1000:03d}"
+            kv = " ".join(f"{k}={_kv(v)}" for k, v in fields.items())
+            line = f"{stamp} INFO bmo.access: {event} {kv}".encode()
+        self._buf.append(line + b"\n")
+        if len(self._buf) >= FLUSH_LINES:
+            self.flush()
+        elif self._timer is None:
+            try:
+                self._timer = asyncio.get_running_loop().call_later(FLUSH_S, self.flush)
+            except RuntimeError:  # no loop (a CLI or test caller): write now
+                self.flush()
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._buf:
+            return
+        data = b"".join(self._buf)
+        self._buf.clear()
+        if self.out is None:
+            return
+        try:
+            self.out.write(data)
+            self.out.flush()
+        except (OSError, ValueError):  # stderr closed or gone: logging must never fail a request
+            pass
+
+
+def _kv(v: Any) -> str:
+    s = "-" if v is None else str(v)
+    return orjson.dumps(s).decode() if (" " in s or '"' in s or not s) else s
+
+
 class Recorder:
-    def __init__(self, sink: RunSink | None, persistence: Persistence, *, store_content: bool) -> None:
+    def __init__(
+        self, sink: RunSink | None, persistence: Persistence, *, store_content: bool, log: AccessLog | None = None
+    ) -> None:
         self.sink = sink
         self.persistence = persistence
         self.window = PostureWindow()
         self.metrics = Metrics()
         self.store_content = store_content
+        self.log = log or AccessLog()
 
     def fired(self, request_id: str, route: str, agent: str | None, client_ua: str | None) -> None:
-        if access.isEnabledFor(logging.INFO):
-            access.info(
-                "openai_compat.fired",
-                extra={"fields": {"request_id": request_id, "route": route, "agent": agent, "client_ua": client_ua}},
-            )
+        self.log.emit(
+            "openai_compat.fired", {"request_id": request_id, "route": route, "agent": agent, "client_ua": client_ua}
+        )
 
     def finish(self, r: RunRecord) -> None:
         if not self.store_content:
@@ -42,18 +105,15 @@ class Recorder:
         self.metrics.observe(r)
         if self.sink is not None:
             self.sink.submit(r)
-        if access.isEnabledFor(logging.INFO):
-            access.info(
-                "openai_compat.action",
-                extra={
-                    "fields": {
-                        "request_id": r.request_id,
-                        "route": r.route,
-                        "agent": r.agent,
-                        "status": r.status,
-                        "outcome": r.outcome,
-                        "error_code": r.error_code,
-                        "duration_ms": round(r.duration_ms, 3),
-                    }
-                },
-            )
+        self.log.emit(
+            "openai_compat.action",
+            {
+                "request_id": r.request_id,
+                "route": r.route,
+                "agent": r.agent,
+                "status": r.status,
+                "outcome": r.outcome,
+                "error_code": r.error_code,
+                "duration_ms": round(r.duration_ms, 3),
+            },
+        )

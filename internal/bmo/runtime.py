@@ -14,7 +14,7 @@ from bmo.agents import AgentRegistry, load_agents
 from bmo.config import Config
 from bmo.posture import Persistence
 from bmo.providers import ClientSession, Provider, build_providers, open_session
-from bmo.recorder import Recorder
+from bmo.recorder import AccessLog, Recorder
 from bmo.service import ChatService
 from bmo.sessions import SessionManager
 from bmo.store.db import Database
@@ -42,7 +42,12 @@ class Runtime:
         # The ledger: runs are recorded in memory at once and written by the writer's own task.
         self.persistence = Persistence()
         self.ledger = LedgerWriter(self.db, self.persistence)
-        self.recorder = Recorder(self.ledger, self.persistence, store_content=cfg.ledger.store_content)
+        self.recorder = Recorder(
+            self.ledger,
+            self.persistence,
+            store_content=cfg.ledger.store_content,
+            log=AccessLog(cfg.server.log_format),
+        )
         self._prune_task: asyncio.Task[None] | None = None
         self.sessions = SessionManager(SessionStore(self.db))
 
@@ -78,6 +83,7 @@ class Runtime:
                     await task
         self._keys_task = self._prune_task = None
         await self.ledger.close()  # every run accepted so far reaches the disk (SIGTERM loses none)
+        self.recorder.log.flush()
         if self.db.is_open:
             await self.keys.close()  # the last batch of last-used times
             await self.db.close()

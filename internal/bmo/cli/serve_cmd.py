@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 class _JsonFormatter(logging.Formatter):
-    """One JSON object a line; structured fields (`extra={"fields": …}`) go in at the top level."""
+    """One JSON object a line (the access log, bmo.recorder.AccessLog, writes the same shape)."""
 
     def format(self, record: logging.LogRecord) -> str:
         d: dict[str, Any] = {
@@ -33,31 +33,9 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            d.update(fields)
         if record.exc_info:
             d["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(d, default=str).decode()
-
-
-class _TextFormatter(logging.Formatter):
-    """`time level logger: message k=v k=v`; values with spaces are quoted."""
-
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            line += "".join(f" {k}={_kv(v)}" for k, v in fields.items())
-        return line
-
-
-def _kv(v: Any) -> str:
-    s = "-" if v is None else str(v)
-    return orjson.dumps(s).decode() if (" " in s or '"' in s or not s) else s
 
 
 def setup_logging(fmt: str) -> None:
@@ -65,7 +43,7 @@ def setup_logging(fmt: str) -> None:
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(_TextFormatter())
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)

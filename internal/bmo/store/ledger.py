@@ -124,21 +124,11 @@ class LedgerWriter:
         q = self._queue
         while True:
             first = await q.get()
+            if q.qsize() < BATCH - 1:
+                await asyncio.sleep(FLUSH_S)  # let a batch gather: one transaction per ~50 ms
             batch = [first]
-            deadline = asyncio.get_running_loop().time() + FLUSH_S
-            while len(batch) < BATCH:
-                try:
-                    batch.append(q.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                timeout = deadline - asyncio.get_running_loop().time()
-                if timeout <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(q.get(), timeout))
-                except TimeoutError:
-                    break
+            while len(batch) < BATCH and not q.empty():
+                batch.append(q.get_nowait())
             await self._write(batch)
             self.persistence.queue_depth = q.qsize()
             if q.empty():
