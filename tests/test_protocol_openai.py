@@ -248,3 +248,20 @@ def test_sse_decoder_handles_split_frames_comments_and_crlf() -> None:
     for i in range(0, len(stream), 5):
         got += d.feed(stream[i : i + 5])
     assert got == [(None, b'{"a":\n1}'), ("error", b'{"b":2}'), (None, b"[DONE]")]
+
+
+def test_sse_decoder_fast_path_matches_the_slow_path() -> None:
+    whole = b'data: {"a":1}\n\ndata: {"b":2}\n\n'
+    assert SSEDecoder().feed(whole) == [(None, b'{"a":1}'), (None, b'{"b":2}')]
+    mixed = b'event: error\ndata: {"c":3}\n\ndata: [DONE]\n\n'
+    assert SSEDecoder().feed(mixed) == [("error", b'{"c":3}'), (None, b"[DONE]")]
+    d = SSEDecoder()
+    assert d.feed(b'data: {"a"') == [] and d.feed(b":1}\n\n") == [(None, b'{"a":1}')]
+
+
+def test_chunk_parser_fast_path_for_plain_tokens() -> None:
+    p = ChunkParser()
+    assert p.feed({"choices": [{"delta": {"content": "hi"}, "finish_reason": None}]})[0].text == "hi"  # type: ignore[union-attr]
+    assert p.feed({"choices": [{"delta": {"content": ""}, "finish_reason": None}]}) == []
+    evs = p.feed({"choices": [{"delta": {"content": "x"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 1}})
+    assert [type(e).__name__ for e in evs] == ["TextDelta", "Finish", "Usage"]

@@ -66,7 +66,7 @@ class Runtime:
             prune_forever(self.db, self.cfg.ledger.retention_days, self.sessions.store, self.cfg.sessions.ttl_days),
             name="bmo-retention",
         )
-        self.http = open_session()
+        self.http = open_session(self.cfg.openai_compat.concurrency)
         self.providers = build_providers(self.cfg, self.http)
         self.service = ChatService(self.cfg, self.agents, self.providers, sessions=self.sessions)
 

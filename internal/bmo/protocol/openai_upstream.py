@@ -146,8 +146,16 @@ class ChunkParser:
         self.saw_tool_calls = False
 
     def feed(self, chunk: dict[str, Any]) -> list[Event]:
-        out: list[Event] = []
         choices = chunk.get("choices")
+        if choices and chunk.get("usage") is None:
+            # The common case, one content token: {"delta": {"content": "…"}, "finish_reason": null}
+            ch = choices[0]
+            delta = ch.get("delta")
+            if type(delta) is dict and len(delta) == 1 and ch.get("finish_reason") is None:
+                text = delta.get("content")
+                if type(text) is str:
+                    return [TextDelta(text)] if text else []
+        out: list[Event] = []
         if isinstance(choices, list) and choices:
             ch = choices[0]
             if isinstance(ch, dict):

@@ -46,6 +46,11 @@ class SSEDecoder:
         self._event: str | None = None
 
     def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
+        if not self._buf and not self._data and chunk.endswith(b"\n\n") and b"\r" not in chunk:
+            # The common case, one or more whole `data:` events in one read: split them at once.
+            blocks = chunk[:-2].split(b"\n\n")
+            if all(b.startswith(b"data: ") and b"\n" not in b for b in blocks):
+                return [(None, b[6:]) for b in blocks]
         out: list[tuple[str | None, bytes]] = []
         buf = self._buf + chunk if self._buf else chunk
         start = 0

@@ -19,9 +19,11 @@ POOL_LIMIT = 512
 ClientSession = aiohttp.ClientSession
 
 
-def open_session() -> aiohttp.ClientSession:
-    """The one pooled upstream HTTP client every provider shares (owned by the runtime)."""
-    connector = aiohttp.TCPConnector(limit=POOL_LIMIT, ttl_dns_cache=300, enable_cleanup_closed=True)
+def open_session(concurrency: int = 64) -> aiohttp.ClientSession:
+    """The one pooled upstream HTTP client every provider shares (owned by the runtime). The pool
+    is never what limits bmo: admission (`openai_compat.concurrency`) is, so it is sized above it."""
+    limit = max(POOL_LIMIT, concurrency * 2)
+    connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300, enable_cleanup_closed=True)
     return aiohttp.ClientSession(connector=connector, auto_decompress=True)
 
 
