@@ -18,6 +18,7 @@ LAYERS: dict[str, int] = {
     "bmo.errors": 0,
     "bmo.chat": 0,
     "bmo.runs": 0,
+    "bmo.ids": 0,
     "bmo.config": 1,
     "bmo.protocol": 1,
     "bmo.posture": 1,

@@ -55,6 +55,7 @@ class RunInfo:
     events: list[RunEvent] = field(default_factory=list)
     session_id: str | None = None
     content: dict[str, Any] | None = None  # prompt and answer, kept only with ledger.store_content
+    completion_id: str = ""
 
     def event(self, name: str, detail: dict[str, Any] | None = None) -> None:
         self.events.append(RunEvent(name, (time.monotonic() - self.started) * 1000, detail))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator
 
@@ -49,10 +48,6 @@ CORS_ALLOW_HEADERS = (
 CORS_EXPOSE = "X-Request-Id, Retry-After, X-Should-Retry, X-BMO-Warning, X-BMO-Agent"
 
 
-def request_id() -> str:
-    return "req_" + secrets.token_hex(12)
-
-
 def build_router(*, metrics_public: bool = False) -> Router:
     r = Router()
     r.add("GET", "/health", models.health, name="health", scope="none")
@@ -88,6 +83,8 @@ def make_app(runtime: Runtime, *, env_api_key: str | None = None) -> web.Applica
 
     app.cleanup_ctx.append(lifetime)
     app.on_response_prepare.append(_on_prepare)
+    for path in state.router.exact_paths():  # aiohttp finds these by dict; the catch-all needs a regex
+        app.router.add_route("*", path, _dispatch)
     app.router.add_route("*", "/{path:.*}", _dispatch)
     return app
 
@@ -110,7 +107,7 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     app_state = request.app[RUNTIME]
     t0 = time.monotonic()
     wall = time.time()
-    st = RequestState(info=RunInfo(request_id=request_id(), route="unmatched", started=t0))
+    st = RequestState(info=RunInfo(request_id=app_state.ids.request_id(), route="unmatched", started=t0))
     request[STATE] = st
     if request.method == "OPTIONS":
         return _preflight(request)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from typing import Any
 
@@ -40,10 +39,6 @@ def raw_messages(req: ChatRequest) -> list[dict[str, Any]]:
     return [message_obj(m) for m in req.messages]
 
 
-def completion_id() -> str:
-    return "chatcmpl-" + secrets.token_urlsafe(18)
-
-
 def _run_headers(run: ActiveRun) -> dict[str, str]:
     h: dict[str, str] = {"X-BMO-Agent": run.agent.id}
     if run.warnings:
@@ -65,6 +60,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     req = parse_chat_request(parse_json_body(raw))
     state.model_requested = req.model
     state.stream = req.stream
+    state.info.completion_id = rt.ids.completion_id()
     service = rt.runtime.chat()
     agent = service.resolve(req.model, request.headers.get("X-BMO-Agent"))
     async with service.admit():
@@ -89,7 +85,7 @@ async def _whole(run: ActiveRun, model: str) -> web.Response:
     if run.info.content is not None:
         run.info.content["answer"] = done.content
     body = to_completion(
-        rid=completion_id(),
+        rid=run.info.completion_id,
         created=int(time.time()),
         model=model,
         content=done.content,
@@ -150,7 +146,7 @@ class _KeepAlive:
 async def _stream(
     request: web.Request, run: ActiveRun, model: str, include_usage: bool, keepalive_s: float
 ) -> web.StreamResponse:
-    chunks = ChunkStream(completion_id(), int(time.time()), model, include_usage)
+    chunks = ChunkStream(run.info.completion_id, int(time.time()), model, include_usage)
     resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **_run_headers(run)})
     state: RequestState = request[STATE]
     it = run.stream().__aiter__()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from bmo.errors import BmoError
+from bmo.ids import Ids
 from bmo.runtime import Runtime
 from bmo.server.auth import Authenticator, Principal
 from bmo.server.routes import Router
@@ -22,7 +23,7 @@ class ServerState:
     keepalive_s: float
     cors_origins: frozenset[str]
     compat_enabled: bool
-    metrics_open: bool = False
+    ids: Ids = field(default_factory=Ids)
     in_flight: int = 0
 
 

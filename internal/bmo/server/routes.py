@@ -48,6 +48,9 @@ class Router:
             else:
                 self._exact.setdefault(p, {})[method] = entry
 
+    def exact_paths(self) -> list[str]:
+        return sorted(self._exact)
+
     def resolve(self, method: str, raw_path: str) -> tuple[Handler, str, str, str]:
         """(handler, scope, canonical route name, tail). Raises NotFound/MethodNotAllowed."""
         path = normalise(raw_path)

@@ -49,7 +49,7 @@ def _row(r: RunRecord) -> tuple[Any, ...]:
         r.request_id, r.started_at, r.route, r.method, r.status, r.outcome, r.error_code, r.model_requested,
         r.agent, r.upstream_route, int(r.stream), r.ttfb_ms, r.duration_ms, r.prompt_tokens,
         r.completion_tokens, r.tool_calls, r.session_id, r.api_key_prefix, r.client_ua, r.client_ip,
-        orjson.dumps([e.to_json() for e in r.events]).decode(),
+        orjson.dumps(r.events).decode(),  # orjson writes the dataclasses as objects directly
         orjson.dumps(r.content).decode() if r.content is not None else None,
     )  # fmt: skip
 
