@@ -14,6 +14,7 @@ from importlib import resources
 from typing import Any
 
 from bmo.config import Config, parse_yaml, read_yaml
+from bmo.defaults import agents as default_agents
 from bmo.errors import ConfigError, NotFound
 from bmo.protocol.openai import SAMPLING_FIELDS
 from bmo.tools import BUILTINS
@@ -108,7 +109,7 @@ def parse_agent(data: Any, source: str, lines: dict[str, int], providers: set[st
 
 
 def _builtin_default(providers: set[str]) -> AgentSpec:
-    ref = resources.files("bmo.defaults.agents").joinpath("default.yaml")
+    ref = resources.files(default_agents).joinpath("default.yaml")
     data, lines = parse_yaml(ref.read_text("utf-8"), "built-in default agent")
     return parse_agent(data, "built-in default agent", lines, providers)
 

@@ -19,6 +19,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from bmo import defaults  # imported, not named in a string: the frozen binary sees it
 from bmo.errors import ConfigError
 
 PROVIDER_KINDS = ("openai", "anthropic", "echo")
@@ -159,7 +160,7 @@ def default_home(env: dict[str, str] | None = None) -> Path:
 
 
 def default_config_text() -> str:
-    return resources.files("bmo.defaults").joinpath("config.yaml").read_text("utf-8")
+    return resources.files(defaults).joinpath("config.yaml").read_text("utf-8")
 
 
 def load_config(

@@ -1,31 +1,30 @@
 """The command line (layer 6): the only package that imports typer and rich.
 
-One file per command group. Imports of the server stack happen inside the commands that need
-them, so `bmo version` or `bmo api-key list` start fast.
+One file per command group (`commands.py` assembles them). Imports of the server stack happen inside
+the commands that need them, and `bmo version` answers before typer is even imported: every
+command of a one-file binary pays for what it imports, on every start.
 """
 
 from __future__ import annotations
 
-import typer
-
-from bmo.cli import agents_cmd, apikey_cmd, config_cmd, ledger_cmd, serve_cmd, sessions_cmd
-
-app = typer.Typer(
-    name="bmo",
-    help="bmo: a headless agent hub behind the OpenAI-compatible API.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-app.command("serve")(serve_cmd.serve)
-app.command("version")(serve_cmd.version)
-app.add_typer(config_cmd.app, name="config")
-app.add_typer(agents_cmd.app, name="agents")
-app.add_typer(apikey_cmd.app, name="api-key")
-app.add_typer(ledger_cmd.app, name="runs")
-app.command("posture")(ledger_cmd.posture)
-app.add_typer(sessions_cmd.app, name="sessions")
+import sys
+from typing import Any
 
 
 def main() -> None:
+    if sys.argv[1:] in (["version"], ["--version"]):
+        from bmo import __version__
+
+        print(f"bmo {__version__} (python {sys.version.split()[0]})")
+        return
+    from bmo.cli.commands import app
+
     app()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # `from bmo.cli import app` (tests, tools) gets the Typer app
+        from bmo.cli.commands import app
+
+        return app
+    raise AttributeError(name)
