@@ -38,6 +38,8 @@ class AccessLog:
         self.out: BinaryIO | None = out or getattr(sys.stderr, "buffer", None)
         self._buf: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._second = -1
+        self._stamp = ""
 
     def emit(self, event: str, fields: dict[str, Any]) -> None:
         if self.fmt == "off":
@@ -48,9 +50,12 @@ class AccessLog:
                 {"ts": round(now, 3), "level": "info", "logger": "bmo.access", "msg": event, **fields}, default=str
             )
         else:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f",{int(now * 1000) % 1000:03d}"
-            kv = " ".join(f"{k}={_kv(v)}" for k, v in fields.items())
-            line = f"{stamp} INFO bmo.access: {event} {kv}".encode()
+            second = int(now)
+            if second != self._second:  # strftime once a second, not once a line
+                self._second = second
+                self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+            kv = " ".join([f"{k}={_kv(v)}" for k, v in fields.items()])
+            line = f"{self._stamp},{int(now * 1000) % 1000:03d} INFO bmo.access: {event} {kv}".encode()
         self._buf.append(line + b"\n")
         if len(self._buf) >= FLUSH_LINES:
             self.flush()
@@ -78,7 +83,9 @@ class AccessLog:
 
 
 def _kv(v: Any) -> str:
-    s = "-" if v is None else str(v)
+    if v is None:
+        return "-"
+    s = v if type(v) is str else str(v)
     return orjson.dumps(s).decode() if (" " in s or '"' in s or not s) else s
 
 
