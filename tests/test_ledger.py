@@ -276,3 +276,26 @@ def test_ledger_routes_need_the_ledger_scope(make_bmo: Any, upstream: FakeUpstre
     for path in ("/v1/openai-compat/posture", "/v1/openai-compat/runs", "/metrics"):
         assert httpx.get(s.url + path).status_code == 401
         assert httpx.get(s.url + path, headers={"Authorization": "Bearer sk-admin"}).status_code == 200
+
+
+async def test_retention_prunes_old_runs_in_batches(tmp_path: Any) -> None:
+    from bmo.runs import RunRecord
+    from bmo.store import ledger
+    from bmo.store.db import Database
+
+    db = Database(tmp_path / "bmo.db")
+    await db.open()
+    writer = ledger.LedgerWriter(db)
+    writer.start()
+    now = time.time()
+    for i in range(2500):
+        age_days = 40 if i < 2300 else 1
+        writer.submit(
+            RunRecord(request_id=f"req_{i:06d}", started_at=now - age_days * 86400, route=CHAT, method="POST")
+        )
+    await writer.close()
+    assert await ledger.count_runs(db) == 2500
+    assert await ledger.prune(db, 30, now=now) == 2300  # more than one batch of PRUNE_BATCH
+    left, _ = await ledger.list_runs(db, limit=500)
+    assert len(left) == 200 and all(r.started_at > now - 30 * 86400 for r in left)
+    await db.close()

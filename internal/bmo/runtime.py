@@ -33,7 +33,6 @@ class Runtime:
         self.http: ClientSession | None = None
         self.providers: dict[str, Provider] = {}
         self.service: ChatService | None = None
-        self.api_key: str | None = None  # BMO_API_KEY: one admin key with no database row
         # The store: made now (so the server can be handed the key verifier), opened in open().
         self.db = Database(cfg.db_path)
         self.key_store = KeyStore(self.db)

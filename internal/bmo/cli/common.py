@@ -43,5 +43,20 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
 
 
-def bmo_error_exit(e: BmoError) -> NoReturn:
-    fail(e.message, 1)
+def with_db(cfg: Config, fn: Any) -> Any:
+    """Run `await fn(db)` on the home's database, or `await fn(None)` when there is none yet:
+    reading commands must not create the file. A store error becomes a message and exit 1."""
+    import asyncio
+
+    from bmo.store.db import open_database
+
+    async def go() -> Any:
+        if not cfg.db_path.exists():
+            return await fn(None)
+        async with open_database(cfg.db_path) as db:
+            return await fn(db)
+
+    try:
+        return asyncio.run(go())
+    except BmoError as e:
+        fail(e.message)

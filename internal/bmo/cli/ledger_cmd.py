@@ -8,7 +8,6 @@ which source it used.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 import urllib.error
@@ -21,9 +20,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bmo.cli.common import HomeOption, JsonOption, config_or_exit, console, fail, print_json
+from bmo.cli.common import HomeOption, JsonOption, config_or_exit, console, fail, print_json, with_db
 from bmo.config import Config
-from bmo.errors import BmoError
 
 app = typer.Typer(help="The run ledger: every request on a compat route.", no_args_is_help=True)
 KeyOption = typer.Option(None, "--key", help="A key with the ledger scope, to ask a running server (default: "
@@ -36,22 +34,6 @@ def _fmt_time(ts: float | None) -> str:
 
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
-
-
-def _db_call(cfg: Config, fn: Any) -> Any:
-    """Run `await fn(db)`; `db` is None when there is no database yet (nothing was recorded)."""
-    from bmo.store.db import open_database
-
-    async def go() -> Any:
-        if not cfg.db_path.exists():
-            return await fn(None)  # reading must not create the file
-        async with open_database(cfg.db_path) as db:
-            return await fn(db)
-
-    try:
-        return asyncio.run(go())
-    except BmoError as e:
-        fail(e.message)
 
 
 def _source_line(out: Console, source: str, cfg: Config) -> None:
@@ -79,7 +61,7 @@ def runs_list(
         records, _ = await list_runs(db, limit=limit, route=route, status=status, agent=agent)
         return records
 
-    records = _db_call(cfg, q)
+    records = with_db(cfg, q)
     if as_json:
         print_json({"source": "database", "data": [r.to_json() for r in records]})
         return
@@ -103,7 +85,7 @@ def _one(cfg: Config, request_id: str) -> Any:
     async def q(db: Any) -> Any:
         return None if db is None else await get_run(db, request_id)
 
-    record = _db_call(cfg, q)
+    record = with_db(cfg, q)
     if record is None:
         fail(f"no run with request id {request_id!r} in {cfg.db_path}")
     return record
@@ -191,7 +173,7 @@ def posture_data(cfg: Config, key: str | None) -> tuple[dict[str, Any], str | No
         return records
 
     window = PostureWindow()
-    window.extend(_db_call(cfg, q))
+    window.extend(with_db(cfg, q))
     data = build_posture(
         cfg=cfg, enabled_routes=INFERENCE_ROUTES, window=window, persistence=Persistence(), in_flight=0,
         source="database",

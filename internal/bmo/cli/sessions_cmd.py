@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -10,28 +9,16 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from bmo.cli.common import HomeOption, JsonOption, config_or_exit, console, fail, print_json
-from bmo.errors import BmoError
+from bmo.cli.common import HomeOption, JsonOption, config_or_exit, console, fail, print_json, with_db
 
 app = typer.Typer(help="Server-side sessions (X-BMO-Session, Open WebUI chat ids).", no_args_is_help=True)
 
 
 def _with_store(home: Path | None, fn: Any) -> Any:
-    from bmo.store.db import open_database
     from bmo.store.sessions import SessionStore
 
     cfg = config_or_exit(home, write_default=False)
-
-    async def go() -> Any:
-        if not cfg.db_path.exists():
-            return await fn(None)  # reading must not create the file
-        async with open_database(cfg.db_path) as db:
-            return await fn(SessionStore(db))
-
-    try:
-        return asyncio.run(go())
-    except BmoError as e:
-        fail(e.message)
+    return with_db(cfg, lambda db: fn(None if db is None else SessionStore(db)))
 
 
 def _when(ts: float) -> str:

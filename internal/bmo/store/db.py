@@ -127,6 +127,19 @@ class Database:
                 raise
             self.last_write_error = None
 
+    async def delete_in_batches(self, sql: str, params: tuple[Any, ...], batch: int) -> int:
+        """Run a `DELETE … LIMIT ?` (the last parameter is the batch size) until it deletes fewer
+        than `batch` rows: small transactions never hold the write lock long. Returns the total."""
+        total = 0
+        while True:
+            async with self.transaction() as conn:
+                cur = await conn.execute(sql, (*params, batch))
+                n = cur.rowcount or 0
+            total += n
+            if n < batch:
+                return total
+            await asyncio.sleep(0.05)  # let request-path writers in between batches
+
     def health(self) -> str | None:
         """None when the store looks writable, else the reason. Cheap: no SQL, no disk write.
         The reason goes to unauthenticated callers of /health, so it never names the path."""

@@ -169,18 +169,9 @@ class LedgerWriter:
 async def prune(db: Database, retention_days: float, *, now: float | None = None) -> int:
     """Delete runs older than the retention, a small batch per transaction. Returns rows deleted."""
     cutoff = (time.time() if now is None else now) - retention_days * 86400
-    total = 0
-    while True:
-        async with db.transaction() as conn:
-            cur = await conn.execute(
-                "DELETE FROM runs WHERE rowid IN (SELECT rowid FROM runs WHERE started_at < ? LIMIT ?)",
-                (cutoff, PRUNE_BATCH),
-            )
-            n = cur.rowcount or 0
-        total += n
-        if n < PRUNE_BATCH:
-            return total
-        await asyncio.sleep(0.05)  # let request-path writers in between batches
+    return await db.delete_in_batches(
+        "DELETE FROM runs WHERE rowid IN (SELECT rowid FROM runs WHERE started_at < ? LIMIT ?)", (cutoff,), PRUNE_BATCH
+    )
 
 
 async def prune_forever(db: Database, retention_days: float, sessions: Any = None, ttl_days: float = 30) -> None:

@@ -129,14 +129,8 @@ class SessionStore:
 
     async def prune(self, ttl_days: float, now: float | None = None) -> int:
         cutoff = (time.time() if now is None else now) - ttl_days * 86400
-        total = 0
-        while True:
-            async with self.db.transaction() as conn:
-                cur = await conn.execute(
-                    "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE updated_at < ? LIMIT ?)",
-                    (cutoff, PRUNE_BATCH),
-                )
-                n = cur.rowcount or 0
-            total += n
-            if n < PRUNE_BATCH:
-                return total
+        return await self.db.delete_in_batches(
+            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE updated_at < ? LIMIT ?)",
+            (cutoff,),
+            PRUNE_BATCH,
+        )
