@@ -16,6 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=scripts/stop-binary.sh
+. scripts/stop-binary.sh
 PYTHON=${PYTHON:-python3}
 VENV=build/venv
 WORK=build/pyinstaller
@@ -109,19 +111,7 @@ step "running $BIN"
 tmp=$(mktemp -d)
 pid=
 cleanup() {
-  # The one-file binary is two processes: the bootloader ($pid) forwards SIGTERM to the Python
-  # child, but SIGKILL cannot be forwarded, so TERM first, and KILL the child by its own pid.
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    local kids
-    kids=$(pgrep -P "$pid" 2>/dev/null || true)
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then  # stuck: the bootloader waits for its child, so both are
-      # shellcheck disable=SC2086  # $kids is a list of pids
-      kill -KILL $kids "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-  fi
+  stop_binary "$pid"
   rm -rf "$tmp"
 }
 trap cleanup EXIT

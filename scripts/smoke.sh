@@ -16,6 +16,8 @@
 #   6. SIGTERM -> exit code 0 within a few seconds, and the one-file unpack dir is cleaned up
 # Only curl, grep, sed, od and coreutils are needed besides the binary; no Python.
 set -euo pipefail
+# shellcheck source=scripts/stop-binary.sh
+. "$(dirname "$0")/stop-binary.sh"
 
 [ $# -eq 1 ] || { echo "usage: $0 BINARY" >&2; exit 2; }
 BIN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -28,19 +30,7 @@ tmp=$(mktemp -d)
 mkdir -p "$tmp/home" "$tmp/tmp"
 pid=
 cleanup() {
-  # The one-file binary is two processes: the bootloader ($pid) forwards SIGTERM to the Python
-  # child, but SIGKILL cannot be forwarded, so TERM first, and KILL the child by its own pid.
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    local kids
-    kids=$(pgrep -P "$pid" 2>/dev/null || true)
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then  # stuck: the bootloader waits for its child, so both are
-      # shellcheck disable=SC2086  # $kids is a list of pids
-      kill -KILL $kids "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-  fi
+  stop_binary "$pid"
   rm -rf "$tmp"
 }
 trap cleanup EXIT

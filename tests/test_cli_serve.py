@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,46 +13,17 @@ import openai
 from typer.testing import CliRunner
 
 from bmo.cli import app
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BMO_", "OPENAI_"))}
-    env.update(BMO_HOME=str(home), COLUMNS="200", PYTHONPATH=str(ROOT / "internal"), **extra)
-    return env
+from served import Served, serve_env
 
 
 def test_serve_on_empty_home_then_sigterm(tmp_path: Path) -> None:
     home = tmp_path / "fresh"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bmo", "serve", "--port", "0"],
-        env=_env(home, BMO_API_KEY="sk-bmo-test-key"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    s = Served(home, BMO_API_KEY="sk-bmo-test-key")
     try:
-        assert proc.stdout is not None
-        lines: list[str] = []
-        deadline = time.monotonic() + 30
-        url = None
-        while url is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            m = re.search(r"serving on (http://127\.0\.0\.1:\d+/v1)", line)
-            url = m.group(1) if m else None
-        assert url, "".join(lines)
-        while "Ctrl-C" not in lines[-1] and time.monotonic() < deadline:  # the rest of the banner
-            lines.append(proc.stdout.readline())
-        banner = "".join(lines)
-        assert str(home) in banner and "config.yaml" in banner and "written now" in banner
-        assert "base_url=" in banner  # how to point a client at it
+        assert str(home) in s.banner and "config.yaml" in s.banner and "written now" in s.banner
+        assert "base_url=" in s.banner  # how to point a client at it
         assert (home / "config.yaml").read_text().startswith("# bmo configuration")
-
-        client = openai.OpenAI(base_url=url, api_key="sk-bmo-test-key", max_retries=0)
+        client = openai.OpenAI(base_url=s.url, api_key="sk-bmo-test-key", max_retries=0)
         got = "".join(
             c.choices[0].delta.content or ""
             for c in client.chat.completions.create(
@@ -64,18 +32,16 @@ def test_serve_on_empty_home_then_sigterm(tmp_path: Path) -> None:
             if c.choices
         )
         assert got == "streamed hello"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(15) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        s.stop()
 
 
 def test_serve_refuses_bad_config_with_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("server:\n  port: many\n")
     r = subprocess.run(
-        [sys.executable, "-m", "bmo", "serve"], env=_env(tmp_path), capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "bmo", "serve"], env=serve_env(tmp_path), capture_output=True, text=True, timeout=30
     )
     assert r.returncode == 2
     assert "config.yaml: server.port (line 2): must be a whole number" in r.stderr.replace("\n", "")
@@ -86,7 +52,7 @@ def test_serve_refuses_open_auth_on_public_address(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("auth: {mode: none}\n")
     r = subprocess.run(
         [sys.executable, "-m", "bmo", "serve", "--host", "0.0.0.0"],
-        env=_env(tmp_path),
+        env=serve_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=30,
@@ -116,32 +82,16 @@ def test_show_openai_compat_json(tmp_path: Path) -> None:
 
 
 def test_json_access_log_one_fired_and_one_action_per_request(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bmo", "serve", "--port", "0", "--log-format", "json"],
-        env=_env(tmp_path, BMO_API_KEY="sk-bmo-log-key"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    s = Served(tmp_path, "--log-format", "json", BMO_API_KEY="sk-bmo-log-key")
     try:
-        assert proc.stdout is not None
-        url = None
-        deadline = time.monotonic() + 30
-        while url is None and time.monotonic() < deadline:
-            m = re.search(r"serving on (http://127\.0\.0\.1:\d+)/v1", proc.stdout.readline())
-            url = m.group(1) if m else None
-        assert url
         ids = []
         with httpx.Client(headers={"Authorization": "Bearer sk-bmo-log-key", "User-Agent": "log-test"}) as c:
-            ids.append(c.post(url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
-                       .headers["x-request-id"])  # fmt: skip
-            ids.append(c.get(url + "/v1/models/nope").headers["x-request-id"])
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=15)
+            r = c.post(s.url + "/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
+            ids.append(r.headers["x-request-id"])
+            ids.append(c.get(s.url + "/models/nope").headers["x-request-id"])
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        err = s.stop()
+    assert s.proc.returncode == 0
     lines = [json.loads(ln) for ln in err.splitlines() if ln.startswith("{")]
     access = [ln for ln in lines if ln.get("logger") == "bmo.access"]
     for rid in ids:

@@ -2,62 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import openai
 
-ROOT = Path(__file__).resolve().parents[1]
+from served import Served, serve_env
+
 SECRET = re.compile(r"sk-bmo-[A-Za-z0-9_-]{43}")
-
-
-def _env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BMO_", "OPENAI_"))}
-    env.update(BMO_HOME=str(home), COLUMNS="200", PYTHONPATH=str(ROOT / "internal"), **extra)
-    return env
-
-
-class Served:
-    """`bmo serve --port 0` until its banner is out; then stopped with SIGTERM."""
-
-    def __init__(self, home: Path, *args: str, **env: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bmo", "serve", "--port", "0", *args],
-            env=_env(home, **env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        lines: list[str] = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "Ctrl-C" in line:
-                break
-        self.banner = "".join(lines)
-        m = re.search(r"serving on (http://127\.0\.0\.1:\d+/v1)", self.banner)
-        assert m, self.banner + self.stop()
-        self.url = m.group(1)
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            _, err = self.proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        return err
 
 
 def test_first_start_mints_a_key_prints_it_once_and_requires_keys(tmp_path: Path) -> None:
@@ -106,7 +61,7 @@ def test_no_key_is_minted_with_bmo_api_key_or_auth_none(tmp_path: Path) -> None:
         s.stop()
     r = subprocess.run(
         [sys.executable, "-m", "bmo", "api-key", "list", "--json"],
-        env=_env(tmp_path / "env"),
+        env=serve_env(tmp_path / "env"),
         capture_output=True,
         text=True,
         timeout=30,
@@ -120,7 +75,7 @@ def test_a_store_that_cannot_open_stops_start_up_clearly(tmp_path: Path) -> None
     (home / "bmo.db").write_bytes(b"not a database, just bytes " * 100)
     r = subprocess.run(
         [sys.executable, "-m", "bmo", "serve", "--port", "0"],
-        env=_env(home),
+        env=serve_env(home),
         capture_output=True,
         text=True,
         timeout=30,
@@ -136,7 +91,7 @@ def test_a_port_in_use_is_a_clear_error_and_the_unshown_key_is_dropped(tmp_path:
         home = tmp_path / "b"
         r = subprocess.run(
             [sys.executable, "-m", "bmo", "serve", "--port", port],
-            env=_env(home),
+            env=serve_env(home),
             capture_output=True,
             text=True,
             timeout=30,
@@ -145,7 +100,7 @@ def test_a_port_in_use_is_a_clear_error_and_the_unshown_key_is_dropped(tmp_path:
         assert SECRET.search(r.stdout) is None
         listed = subprocess.run(
             [sys.executable, "-m", "bmo", "api-key", "list", "--json"],
-            env=_env(home),
+            env=serve_env(home),
             capture_output=True,
             text=True,
             timeout=30,

@@ -68,6 +68,11 @@ class AuthenticationError(BmoError):
     outcome = "client_error"
 
 
+# What a 401 says, by class of failure (never the key, its name or its prefix).
+KEY_MISSING = "No API key was given. Send `Authorization: Bearer <key>` or `X-Api-Key: <key>`."
+KEY_UNKNOWN = "The API key is not known to this server."
+
+
 class PermissionDenied(BmoError):
     status = 403
     type = "permission_error"

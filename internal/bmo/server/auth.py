@@ -18,13 +18,11 @@ from typing import Protocol
 
 from aiohttp import web
 
-from bmo.errors import AuthenticationError, PermissionDenied
+from bmo.errors import KEY_MISSING, KEY_UNKNOWN, AuthenticationError, PermissionDenied
 
 SCOPES = ("chat", "ledger", "admin")
 
-MISSING = "No API key was given. Send `Authorization: Bearer <key>` or `X-Api-Key: <key>`."
 MALFORMED_HEADER = "The Authorization header is malformed: it must be `Bearer <key>`."
-UNKNOWN = "The API key is not known to this server."
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +83,7 @@ class Authenticator:
             return ANONYMOUS
         secret = presented_key(request)
         if secret is None:
-            raise AuthenticationError(MISSING)
+            raise AuthenticationError(KEY_MISSING)
         principal: Principal | None = None
         if self._env_key is not None and hmac.compare_digest(secret.encode(), self._env_key):
             principal = self.env_principal
@@ -93,7 +91,7 @@ class Authenticator:
             ident = await self._verifier.verify(secret)
             principal = Principal(ident.name, ident.prefix, ident.scopes)
         if principal is None:
-            raise AuthenticationError(UNKNOWN)
+            raise AuthenticationError(KEY_UNKNOWN)
         if not principal.allows(scope):
             raise PermissionDenied(
                 f"This API key (scopes: {', '.join(sorted(principal.scopes))}) may not use this route; "

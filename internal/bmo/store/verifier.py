@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from bmo.errors import AuthenticationError, BmoError
+from bmo.errors import KEY_UNKNOWN, AuthenticationError, BmoError
 from bmo.store.keys import KeyRecord, KeyStore, hash_secret, is_well_formed
 
 log = logging.getLogger("bmo.store")
@@ -43,7 +43,7 @@ FLUSH_S = 5.0  # how stale `last used` in `bmo api-key list` may be while the se
 MAX_CACHED = 10_000  # per cache; a full cache forgets its oldest entry (bounds memory under a key flood)
 
 MALFORMED = "The API key is malformed: bmo keys look like `sk-bmo-` followed by 43 characters."
-UNKNOWN = "The API key is not known to this server."
+UNKNOWN = KEY_UNKNOWN
 REVOKED = "The API key has been revoked."
 EXPIRED = "The API key has expired."
 

@@ -1,0 +1,17 @@
+# shellcheck shell=bash
+# Sourced by build.sh and smoke.sh: stop a running one-file binary, and its child, cleanly.
+#
+# The one-file binary is two processes: the bootloader ($1) forwards SIGTERM to the Python child,
+# but SIGKILL cannot be forwarded, so TERM first, and KILL the child by its own pid if stuck.
+stop_binary() {
+  local pid=$1 kids
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+  kids=$(pgrep -P "$pid" 2>/dev/null || true)
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then  # stuck: the bootloader waits for its child, so both are
+    # shellcheck disable=SC2086  # $kids is a list of pids
+    kill -KILL $kids "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
