@@ -67,6 +67,7 @@ class FakeUpstream:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.disconnects = 0  # streams whose client went away before the end
+        self.reject_stream_options = False  # act like a strict server that 400s on stream_options
         self.disconnected = asyncio.Event()
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -92,6 +93,11 @@ class FakeUpstream:
         body = await request.json()
         self.requests.append(body)
         self.headers.append(dict(request.headers))
+        if self.reject_stream_options and "stream_options" in body:
+            return web.json_response(
+                {"error": {"message": "Unrecognized request argument supplied: stream_options", "code": None}},
+                status=400,
+            )
         step = self.script.pop(0) if self.script else Step()
         if step.delay:
             await asyncio.sleep(step.delay)

@@ -272,3 +272,21 @@ def test_echo_tool_convention_runs_calculator_offline(bmo: BmoServer) -> None:
         bmo, {"model": "default", "messages": [{"role": "user", "content": '/tool calculator {"expression":"6*7"}'}]}
     )
     assert r.json()["choices"][0]["message"]["content"] == "42"
+
+
+def test_strict_upstream_without_stream_options(bmo: BmoServer, upstream: FakeUpstream) -> None:
+    """Older vLLM / llama.cpp answer 400 to stream_options: bmo asks again without it, remembers,
+    and estimates usage itself since the upstream reports none."""
+    upstream.reject_stream_options = True
+    upstream.enqueue(Step(text="one two three four"), Step(text="again"))
+    body = {"model": "helper", "messages": USER, "stream": True, "stream_options": {"include_usage": True}}
+    evs = sse_events(post(bmo, body).content)
+    assert "".join(
+        e["choices"][0]["delta"].get("content", "") for e in evs if isinstance(e, dict) and e["choices"]
+    ) == ("one two three four")
+    usage = evs[-2]["usage"]
+    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] == 5  # 18 characters, about 4 a token
+    assert ["stream_options" in r for r in upstream.requests] == [True, False]
+    post(bmo, body)
+    assert "stream_options" not in upstream.requests[-1]  # remembered: no second 400
+    assert len(upstream.requests) == 3

@@ -66,6 +66,7 @@ def to_upstream_body(
     tools: list[ToolSpec],
     tool_choice: Any,
     stream: bool,
+    stream_usage: bool = True,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model, "messages": [message_obj(m) for m in messages]}
     body.update(params)
@@ -77,7 +78,8 @@ def to_upstream_body(
         body.pop("parallel_tool_calls", None)  # servers reject it without tools
     if stream:
         body["stream"] = True
-        body["stream_options"] = {"include_usage": True}  # bmo's usage must be real
+        if stream_usage:
+            body["stream_options"] = {"include_usage": True}  # bmo's usage must be real
     return body
 
 
@@ -138,12 +140,14 @@ class ChunkParser:
     mistral builds) get one assigned from the call `id`, or the last call seen.
     """
 
-    __slots__ = ("_ids", "_last", "saw_tool_calls")
+    __slots__ = ("_ids", "_last", "saw_tool_calls", "saw_usage", "chars")
 
     def __init__(self) -> None:
         self._ids: dict[str, int] = {}
         self._last = -1
         self.saw_tool_calls = False
+        self.saw_usage = False
+        self.chars = 0  # of streamed content and arguments: the usage estimate when none is sent
 
     def feed(self, chunk: dict[str, Any]) -> list[Event]:
         choices = chunk.get("choices")
@@ -154,6 +158,7 @@ class ChunkParser:
             if type(delta) is dict and len(delta) == 1 and ch.get("finish_reason") is None:
                 text = delta.get("content")
                 if type(text) is str:
+                    self.chars += len(text)
                     return [TextDelta(text)] if text else []
         out: list[Event] = []
         if isinstance(choices, list) and choices:
@@ -166,6 +171,7 @@ class ChunkParser:
                         out.append(ReasoningDelta(r))
                     text = delta.get("content")
                     if isinstance(text, str) and text:
+                        self.chars += len(text)
                         out.append(TextDelta(text))
                     for tc in delta.get("tool_calls") or ():
                         if isinstance(tc, dict):
@@ -175,6 +181,7 @@ class ChunkParser:
                     out.append(Finish(normalise_finish(fr, self.saw_tool_calls)))
         u = usage_from(chunk.get("usage"))
         if u is not None:
+            self.saw_usage = True
             out.append(u)
         return out
 
@@ -191,6 +198,8 @@ class ChunkParser:
         fn = tc.get("function") or {}
         name = fn.get("name") if isinstance(fn.get("name"), str) else None
         args = fn.get("arguments")
+        if isinstance(args, str):
+            self.chars += len(args)
         return ToolCallDelta(
             index=idx,
             id=tid if isinstance(tid, str) and tid else None,

@@ -9,6 +9,7 @@ iterator early (client gone, run cancelled) closes the upstream connection at on
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,13 +17,14 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bmo.chat import Completion, Event, Finish
+from bmo.chat import Completion, Event, Finish, Message, Usage
 from bmo.config import ProviderConfig
 from bmo.errors import RateLimited, UpstreamError, UpstreamTimeout
 from bmo.protocol.openai_upstream import ChunkParser, from_completion_body, to_upstream_body
 from bmo.protocol.sse import SSEDecoder
 from bmo.providers.base import ModelCall
 
+log = logging.getLogger("bmo.providers")
 _MAX_ERROR_BODY = 64 * 1024  # an upstream error page is read this far, no further
 
 
@@ -73,6 +75,7 @@ class OpenAIProvider:
             total=None, sock_connect=cfg.connect_timeout_s, sock_read=cfg.timeout_s
         )
         self._timeout_s = cfg.timeout_s
+        self._stream_usage = True  # ask for usage in streams until the upstream says it cannot
 
     def _body(self, call: ModelCall, stream: bool) -> bytes:
         return orjson.dumps(
@@ -83,8 +86,31 @@ class OpenAIProvider:
                 tools=call.tools,
                 tool_choice=call.tool_choice,
                 stream=stream,
+                stream_usage=self._stream_usage,
             )
         )
+
+    async def _open_stream(self, call: ModelCall) -> aiohttp.ClientResponse:
+        """POST a streaming call. An upstream that rejects `stream_options` (older vLLM,
+        llama.cpp and other strict servers answer 400) is asked again without it, and never again
+        with it; bmo then estimates usage itself."""
+        try:
+            resp = await self._session.post(
+                self._url, data=self._body(call, True), headers=self._stream_headers, timeout=self._stream_timeout
+            )
+            if resp.status == 400 and self._stream_usage:
+                raw = await resp.content.read(_MAX_ERROR_BODY)
+                resp.close()
+                if b"stream_options" not in raw:
+                    raise status_error(self.name, resp.status, raw, None)
+                log.warning("upstream %s rejects stream_options; streaming without it from now on", self.name)
+                self._stream_usage = False
+                resp = await self._session.post(
+                    self._url, data=self._body(call, True), headers=self._stream_headers, timeout=self._stream_timeout
+                )
+            return resp
+        except (TimeoutError, aiohttp.ClientError) as e:
+            raise self._transport_error(e) from e
 
     def _transport_error(self, e: BaseException) -> UpstreamError:
         if isinstance(e, asyncio.TimeoutError):
@@ -107,12 +133,7 @@ class OpenAIProvider:
             raise UpstreamError(f"upstream {self.name} sent an answer bmo cannot read: {e}") from e
 
     async def stream(self, call: ModelCall) -> AsyncIterator[Event]:
-        try:
-            resp = await self._session.post(
-                self._url, data=self._body(call, True), headers=self._stream_headers, timeout=self._stream_timeout
-            )
-        except (TimeoutError, aiohttp.ClientError) as e:
-            raise self._transport_error(e) from e
+        resp = await self._open_stream(call)
         finished = False
         try:
             if resp.status >= 400:
@@ -147,6 +168,8 @@ class OpenAIProvider:
             if not finished and not saw_finish:
                 raise UpstreamError(f"upstream {self.name} closed the stream before it finished")
             finished = True
+            if not parser.saw_usage:  # the upstream sent none: an estimate beats a silent zero
+                yield Usage(estimate_tokens(call.messages), -(-parser.chars // 4))
         except (TimeoutError, aiohttp.ClientError) as e:
             raise self._transport_error(e) from e
         except (orjson.JSONDecodeError, ValueError) as e:
@@ -170,3 +193,9 @@ def _load_event(provider: str, event: str | None, data: bytes) -> dict[str, Any]
         msg = err.get("message") if isinstance(err, dict) else str(err)
         raise UpstreamError(f"upstream {provider} failed mid-stream: {msg}")
     return obj
+
+
+def estimate_tokens(messages: list[Message]) -> int:
+    """About four characters a token: for upstreams that report no usage at all."""
+    chars = sum(len(m.text()) + sum(len(t.arguments) + len(t.name) for t in m.tool_calls or ()) for m in messages)
+    return -(-chars // 4) + 4 * len(messages)
