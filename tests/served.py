@@ -54,3 +54,10 @@ class Served:
             self.proc.kill()
             _, err = self.proc.communicate()
         return err
+
+
+def run_bmo(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m bmo ARGS` on `home` to completion (bounded), output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "bmo", *args], env=serve_env(home, **env), capture_output=True, text=True, timeout=30
+    )

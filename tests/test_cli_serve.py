@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -13,7 +11,7 @@ import openai
 from typer.testing import CliRunner
 
 from bmo.cli import app
-from served import Served, serve_env
+from served import Served, run_bmo
 
 
 def test_serve_on_empty_home_then_sigterm(tmp_path: Path) -> None:
@@ -40,9 +38,7 @@ def test_serve_on_empty_home_then_sigterm(tmp_path: Path) -> None:
 
 def test_serve_refuses_bad_config_with_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("server:\n  port: many\n")
-    r = subprocess.run(
-        [sys.executable, "-m", "bmo", "serve"], env=serve_env(tmp_path), capture_output=True, text=True, timeout=30
-    )
+    r = run_bmo(tmp_path, "serve")
     assert r.returncode == 2
     assert "config.yaml: server.port (line 2): must be a whole number" in r.stderr.replace("\n", "")
     assert "Traceback" not in r.stderr
@@ -50,13 +46,7 @@ def test_serve_refuses_bad_config_with_file_and_line(tmp_path: Path) -> None:
 
 def test_serve_refuses_open_auth_on_public_address(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("auth: {mode: none}\n")
-    r = subprocess.run(
-        [sys.executable, "-m", "bmo", "serve", "--host", "0.0.0.0"],
-        env=serve_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    r = run_bmo(tmp_path, "serve", "--host", "0.0.0.0")
     assert r.returncode == 2 and "refused" in r.stderr
 
 

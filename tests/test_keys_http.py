@@ -60,7 +60,7 @@ def keys_server(make_bmo: Callable[..., BmoServer], **kw: Any) -> BmoServer:
     async def ledger(request: web.Request) -> web.StreamResponse:
         return json_response({"ok": True})
 
-    s.app[RUNTIME].router.add("GET", LEDGER_ROUTE, ledger, name="test-ledger", scope="ledger")
+    s.app[RUNTIME].router.add("GET", LEDGER_ROUTE, ledger, scope="ledger")
     return s
 
 

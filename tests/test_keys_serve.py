@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import openai
 
-from served import Served, serve_env
+from served import Served, run_bmo
 
 SECRET = re.compile(r"sk-bmo-[A-Za-z0-9_-]{43}")
 
@@ -59,13 +57,7 @@ def test_no_key_is_minted_with_bmo_api_key_or_auth_none(tmp_path: Path) -> None:
         assert SECRET.search(s.banner) is None and "auth.mode: none" in s.banner
     finally:
         s.stop()
-    r = subprocess.run(
-        [sys.executable, "-m", "bmo", "api-key", "list", "--json"],
-        env=serve_env(tmp_path / "env"),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    r = run_bmo(tmp_path / "env", "api-key", "list", "--json")
     assert r.returncode == 0 and r.stdout.strip() == "[]"
 
 
@@ -73,13 +65,7 @@ def test_a_store_that_cannot_open_stops_start_up_clearly(tmp_path: Path) -> None
     home = tmp_path / "home"
     home.mkdir()
     (home / "bmo.db").write_bytes(b"not a database, just bytes " * 100)
-    r = subprocess.run(
-        [sys.executable, "-m", "bmo", "serve", "--port", "0"],
-        env=serve_env(home),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    r = run_bmo(home, "serve", "--port", "0")
     assert r.returncode == 1, r.stdout + r.stderr
     assert "bmo.db" in r.stderr and "Traceback" not in r.stderr
 
@@ -89,22 +75,10 @@ def test_a_port_in_use_is_a_clear_error_and_the_unshown_key_is_dropped(tmp_path:
     try:
         port = first.url.rsplit(":", 1)[1].split("/")[0]
         home = tmp_path / "b"
-        r = subprocess.run(
-            [sys.executable, "-m", "bmo", "serve", "--port", port],
-            env=serve_env(home),
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        r = run_bmo(home, "serve", "--port", port)
         assert r.returncode == 1 and "cannot listen" in r.stderr and "Traceback" not in r.stderr
         assert SECRET.search(r.stdout) is None
-        listed = subprocess.run(
-            [sys.executable, "-m", "bmo", "api-key", "list", "--json"],
-            env=serve_env(home),
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        listed = run_bmo(home, "api-key", "list", "--json")
         assert listed.stdout.strip() == "[]"  # never shown, so not kept: the next start mints afresh
     finally:
         first.stop()

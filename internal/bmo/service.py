@@ -172,7 +172,6 @@ class ChatService:
         compat = cfg.openai_compat
         self._slots = asyncio.Semaphore(compat.concurrency)
         self._queue_timeout = compat.queue_timeout_s
-        self.in_flight = 0
 
     def resolve(self, model: str | None, agent_header: str | None) -> AgentSpec:
         return self.agents.resolve(model, agent_header)
@@ -237,9 +236,7 @@ class ChatService:
                 code="concurrency_limit",
                 headers={"retry-after": "1"},
             ) from None
-        self.in_flight += 1
         try:
             yield
         finally:
-            self.in_flight -= 1
             self._slots.release()

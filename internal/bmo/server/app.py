@@ -50,14 +50,14 @@ CORS_EXPOSE = "X-Request-Id, Retry-After, X-Should-Retry, X-BMO-Warning, X-BMO-A
 
 def build_router(*, metrics_public: bool = False) -> Router:
     r = Router()
-    r.add("GET", "/health", models.health, name="health", scope="none")
-    r.add("GET", "/v1/models", models.list_models, name="models", scope="chat")
-    r.add("GET", "/v1/models/{tail}", models.get_model, name="model", scope="chat")
-    r.add("POST", "/v1/chat/completions", chat.chat_completions, name="chat", scope="chat")
-    r.add("GET", "/v1/openai-compat/posture", ledger.posture, name="posture", scope="ledger")
-    r.add("GET", "/v1/openai-compat/runs", ledger.runs, name="runs", scope="ledger")
-    r.add("GET", "/v1/openai-compat/runs/{tail}", ledger.run, name="run", scope="ledger")
-    r.add("GET", "/metrics", ledger.metrics, name="metrics", scope="none" if metrics_public else "ledger")
+    r.add("GET", "/health", models.health, scope="none")
+    r.add("GET", "/v1/models", models.list_models, scope="chat")
+    r.add("GET", "/v1/models/{tail}", models.get_model, scope="chat")
+    r.add("POST", "/v1/chat/completions", chat.chat_completions, scope="chat")
+    r.add("GET", "/v1/openai-compat/posture", ledger.posture, scope="ledger")
+    r.add("GET", "/v1/openai-compat/runs", ledger.runs, scope="ledger")
+    r.add("GET", "/v1/openai-compat/runs/{tail}", ledger.run, scope="ledger")
+    r.add("GET", "/metrics", ledger.metrics, scope="none" if metrics_public else "ledger")
     return r
 
 

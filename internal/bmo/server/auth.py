@@ -20,8 +20,6 @@ from aiohttp import web
 
 from bmo.errors import KEY_MISSING, KEY_UNKNOWN, AuthenticationError, PermissionDenied
 
-SCOPES = ("chat", "ledger", "admin")
-
 MALFORMED_HEADER = "The Authorization header is malformed: it must be `Bearer <key>`."
 
 

@@ -31,7 +31,7 @@ class Router:
         self._exact: dict[str, dict[str, tuple[Handler, str, str]]] = {}
         self._prefix: list[tuple[str, dict[str, tuple[Handler, str, str]]]] = []
 
-    def add(self, method: str, path: str, handler: Handler, *, name: str, scope: str) -> None:
+    def add(self, method: str, path: str, handler: Handler, *, scope: str) -> None:
         """`path` ending in `/{tail}` matches any rest of the path (stored as match_info tail)."""
         entry = (handler, scope, path.replace("{tail}", "{id}"))
         paths = [path, path[3:]] if path.startswith("/v1/") else [path]  # clients configured without /v1
