@@ -290,3 +290,28 @@ def test_strict_upstream_without_stream_options(bmo: BmoServer, upstream: FakeUp
     post(bmo, body)
     assert "stream_options" not in upstream.requests[-1]  # remembered: no second 400
     assert len(upstream.requests) == 3
+
+
+def test_stream_timeouts_before_headers_and_on_silence(make_bmo: Any, upstream: FakeUpstream) -> None:
+    """`timeout_s` bounds the wait for a streaming answer's headers (a real 504) and any silence
+    in the middle of the stream (an error frame, since the 200 is already out)."""
+    s = make_bmo(
+        config=f'auth: {{mode: none}}\nproviders:\n  slow: {{kind: openai, base_url: "{upstream.url}", timeout_s: 0.4}}\n',
+        agents={"slow": "id: slow\nmodel: slow/x\n"},
+    )
+    upstream.enqueue(Step(delay=2))
+    r = post(s, {"model": "slow", "messages": USER, "stream": True})
+    assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
+
+    upstream.enqueue(Step(text="a b c", token_delay=0.1))  # steady tokens, never 0.4 s apart: fine
+    r = post(s, {"model": "slow", "messages": USER, "stream": True})
+    evs = sse_events(r.content)
+    assert evs[-1] == "[DONE]" and "".join(e["choices"][0]["delta"].get("content", "") for e in evs[1:-1]) == "a b c"
+
+    upstream.enqueue(Step(text="a b c d", token_delay=1.5))
+    r = post(s, {"model": "slow", "messages": USER, "stream": True})
+    assert r.status_code == 200
+    evs = sse_events(r.content)
+    assert evs[-1] == "[DONE]"
+    assert evs[-2]["error"]["code"] == "upstream_timeout", evs[-2]
+    assert "sent nothing for 0.4s" in evs[-2]["error"]["message"]

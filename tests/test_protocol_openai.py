@@ -257,6 +257,13 @@ def test_sse_decoder_fast_path_matches_the_slow_path() -> None:
     assert SSEDecoder().feed(mixed) == [("error", b'{"c":3}'), (None, b"[DONE]")]
     d = SSEDecoder()
     assert d.feed(b'data: {"a"') == [] and d.feed(b":1}\n\n") == [(None, b'{"a":1}')]
+    # one event per read, the commonest case, and its near misses
+    assert SSEDecoder().feed(b'data: {"t":"x"}\n\n') == [(None, b'{"t":"x"}')]
+    assert SSEDecoder().feed(b"data: a\r\n\n") == [(None, b"a")]
+    assert SSEDecoder().feed(b"data: a\nb: 1\n\n") == [(None, b"a")]
+    assert SSEDecoder().feed(b"data: a\ndata: b\n\n") == [(None, b"a\nb")]
+    d = SSEDecoder()
+    assert d.feed(b"data: a\n") == [] and d.feed(b"data: b\n\n") == [(None, b"a\nb")]
 
 
 def test_chunk_parser_fast_path_for_plain_tokens() -> None:

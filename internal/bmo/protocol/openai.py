@@ -310,7 +310,7 @@ class ChunkStream:
     and `done()`. `error(err)` replaces finish/usage after a failure (then call `done()`).
     """
 
-    __slots__ = ("_head", "_tail", "_usage_tail", "include_usage", "_tool_index")
+    __slots__ = ("_head", "_tail", "_usage_tail", "include_usage", "_tool_index", "_text_head", "_text_tail")
 
     def __init__(self, rid: str, created: int, model: str, include_usage: bool) -> None:
         head = orjson.dumps({"id": rid, "object": "chat.completion.chunk", "created": created, "model": model})
@@ -319,6 +319,8 @@ class ChunkStream:
         self._tail = b',"logprobs":null,"finish_reason":null}]' + (b',"usage":null}' if include_usage else b"}")
         self._usage_tail = head[:-1]
         self._tool_index: dict[int, int] = {}
+        self._text_head = b"data: " + self._head + b'{"content":'  # a token is one dump, two joins
+        self._text_tail = b"}" + self._tail + b"\n\n"
 
     def _delta(self, delta: bytes) -> bytes:
         return b"data: " + self._head + delta + self._tail + b"\n\n"
@@ -327,7 +329,7 @@ class ChunkStream:
         return self._delta(b'{"role":"assistant","content":""}')
 
     def text(self, text: str) -> bytes:
-        return self._delta(b'{"content":' + orjson.dumps(text) + b"}")
+        return self._text_head + orjson.dumps(text) + self._text_tail
 
     def reasoning(self, text: str) -> bytes:
         return self._delta(b'{"reasoning_content":' + orjson.dumps(text) + b"}")

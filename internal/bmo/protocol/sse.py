@@ -46,10 +46,19 @@ class SSEDecoder:
         self._event: str | None = None
 
     def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
+        if (
+            chunk.startswith(b"data: ")
+            and chunk.find(b"\n") == len(chunk) - 2
+            and chunk[-1] == 10  # "\n"
+            and chunk[-3] != 13  # "\r"
+            and not self._buf
+            and not self._data
+        ):
+            return [(None, chunk[6:-2])]  # the commonest case: one whole event (a token) in one read
         if not self._buf and not self._data and chunk.endswith(b"\n\n") and b"\r" not in chunk:
-            # The common case, one or more whole `data:` events in one read: split them at once.
+            # several whole `data:` events in one read: split them at once
             blocks = chunk[:-2].split(b"\n\n")
-            if all(b.startswith(b"data: ") and b"\n" not in b for b in blocks):
+            if chunk.count(b"\n") == 2 * len(blocks) and all([b.startswith(b"data: ") for b in blocks]):
                 return [(None, b[6:]) for b in blocks]
         out: list[tuple[str | None, bytes]] = []
         buf = self._buf + chunk if self._buf else chunk

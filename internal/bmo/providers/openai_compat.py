@@ -70,10 +70,10 @@ class OpenAIProvider:
         self._headers = headers
         self._stream_headers = {**headers, "Accept": "text/event-stream"}
         self._timeout = aiohttp.ClientTimeout(total=cfg.timeout_s, sock_connect=cfg.connect_timeout_s)
-        # a stream may run long; what must not happen is silence longer than timeout_s
-        self._stream_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=cfg.connect_timeout_s, sock_read=cfg.timeout_s
-        )
+        # A stream may run long; what must not happen is silence longer than timeout_s. The wait
+        # for the headers is bounded in `_open_stream`, the silence between reads by `_Silence`:
+        # aiohttp's sock_read would re-arm a timer on every read (~4 % of the CPU per token).
+        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout_s)
         self._timeout_s = cfg.timeout_s
         self._stream_usage = True  # ask for usage in streams until the upstream says it cannot
 
@@ -95,22 +95,28 @@ class OpenAIProvider:
         llama.cpp and other strict servers answer 400) is asked again without it, and never again
         with it; bmo then estimates usage itself."""
         try:
+            async with asyncio.timeout(self._timeout_s):
+                return await self._post_stream(call)
+        except (TimeoutError, aiohttp.ClientError) as e:
+            raise self._transport_error(e) from e
+
+    async def _post_stream(self, call: ModelCall) -> aiohttp.ClientResponse:
+        resp = await self._session.post(
+            self._url, data=self._body(call, True), headers=self._stream_headers, timeout=self._stream_timeout
+        )
+        if resp.status == 400 and self._stream_usage:
+            try:
+                raw = await resp.content.read(_MAX_ERROR_BODY)
+            finally:
+                resp.close()
+            if b"stream_options" not in raw:
+                raise status_error(self.name, resp.status, raw, None)
+            log.warning("upstream %s rejects stream_options; streaming without it from now on", self.name)
+            self._stream_usage = False
             resp = await self._session.post(
                 self._url, data=self._body(call, True), headers=self._stream_headers, timeout=self._stream_timeout
             )
-            if resp.status == 400 and self._stream_usage:
-                raw = await resp.content.read(_MAX_ERROR_BODY)
-                resp.close()
-                if b"stream_options" not in raw:
-                    raise status_error(self.name, resp.status, raw, None)
-                log.warning("upstream %s rejects stream_options; streaming without it from now on", self.name)
-                self._stream_usage = False
-                resp = await self._session.post(
-                    self._url, data=self._body(call, True), headers=self._stream_headers, timeout=self._stream_timeout
-                )
-            return resp
-        except (TimeoutError, aiohttp.ClientError) as e:
-            raise self._transport_error(e) from e
+        return resp
 
     def _transport_error(self, e: BaseException) -> UpstreamError:
         if isinstance(e, asyncio.TimeoutError):
@@ -135,6 +141,8 @@ class OpenAIProvider:
     async def stream(self, call: ModelCall) -> AsyncIterator[Event]:
         resp = await self._open_stream(call)
         finished = False
+        loop = asyncio.get_running_loop()
+        silence = _Silence(loop, self._timeout_s, resp)
         try:
             if resp.status >= 400:
                 raw = await resp.content.read(_MAX_ERROR_BODY)
@@ -151,16 +159,20 @@ class OpenAIProvider:
             decoder = SSEDecoder()
             parser = ChunkParser()
             saw_finish = False
+            feed, loads, parse = decoder.feed, orjson.loads, parser.feed
             async for chunk in resp.content.iter_any():
-                for event, data in decoder.feed(chunk):
+                silence.last = loop.time()
+                for event, data in feed(chunk):
                     if data.startswith(b"[DONE]"):
                         finished = True
                         break
-                    obj = _load_event(self.name, event, data)
-                    if obj is None:
-                        continue
-                    for ev in parser.feed(obj):
-                        if isinstance(ev, Finish):
+                    obj = loads(data)
+                    if event is not None or type(obj) is not dict or "error" in obj:
+                        obj = _checked_event(self.name, event, obj)
+                        if obj is None:
+                            continue
+                    for ev in parse(obj):
+                        if type(ev) is Finish:
                             saw_finish = True
                         yield ev
                 if finished:
@@ -171,10 +183,15 @@ class OpenAIProvider:
             if not parser.saw_usage:  # the upstream sent none: an estimate beats a silent zero
                 yield Usage(estimate_tokens(call.messages), -(-parser.chars // 4))
         except (TimeoutError, aiohttp.ClientError) as e:
+            if silence.fired:
+                raise UpstreamTimeout(
+                    f"upstream {self.name} sent nothing for {self._timeout_s:g}s in the middle of a stream"
+                ) from e
             raise self._transport_error(e) from e
         except (orjson.JSONDecodeError, ValueError) as e:
             raise UpstreamError(f"upstream {self.name} sent an answer bmo cannot read: {e}") from e
         finally:
+            silence.stop()
             if finished:
                 resp.release()
             else:
@@ -184,8 +201,35 @@ class OpenAIProvider:
         return None
 
 
-def _load_event(provider: str, event: str | None, data: bytes) -> dict[str, Any] | None:
-    obj = orjson.loads(data)
+class _Silence:
+    """Closes an upstream stream that has sent nothing for `timeout_s` (the reader then fails
+    and `fired` says why). One timer per stream, re-armed only when it comes due: the reader
+    just notes the time of each read in `last`."""
+
+    __slots__ = ("loop", "timeout", "resp", "last", "fired", "_handle")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float, resp: aiohttp.ClientResponse) -> None:
+        self.loop = loop
+        self.timeout = timeout
+        self.resp = resp
+        self.last = loop.time()
+        self.fired = False
+        self._handle = loop.call_later(timeout, self._check)
+
+    def _check(self) -> None:
+        idle = self.loop.time() - self.last
+        if idle >= self.timeout:
+            self.fired = True
+            self.resp.close()
+        else:
+            self._handle = self.loop.call_later(self.timeout - idle, self._check)
+
+    def stop(self) -> None:
+        self._handle.cancel()
+
+
+def _checked_event(provider: str, event: str | None, obj: Any) -> dict[str, Any] | None:
+    """The uncommon events: a named event, something not an object, or an error."""
     if not isinstance(obj, dict):
         return None
     if event == "error" or "error" in obj and "choices" not in obj:
