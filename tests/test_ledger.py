@@ -299,3 +299,24 @@ async def test_retention_prunes_old_runs_in_batches(tmp_path: Any) -> None:
     left, _ = await ledger.list_runs(db, limit=500)
     assert len(left) == 200 and all(r.started_at > now - 30 * 86400 for r in left)
     await db.close()
+
+
+async def test_a_full_ledger_queue_drops_and_counts_then_writes_the_rest(tmp_path: Any) -> None:
+    from bmo.runs import RunRecord
+    from bmo.store import ledger
+    from bmo.store.db import Database
+
+    db = Database(tmp_path / "bmo.db")
+    await db.open()
+    writer = ledger.LedgerWriter(db, queue_max=3)
+    for i in range(5):  # the writer is not running yet: the disk "cannot keep up"
+        writer.submit(RunRecord(request_id=f"req_{i}", started_at=time.time(), route=CHAT, method="POST"))
+    p = writer.persistence
+    assert (p.state, p.dropped_rows) == ("degraded", 2) and "queue is full" in (p.last_error or "")
+    writer.start()
+    await writer.flush()
+    assert await ledger.count_runs(db) == 3 and p.state == "ok" and p.written_rows == 3
+    writer.submit(RunRecord(request_id="req_late", started_at=time.time(), route=CHAT, method="POST"))
+    await writer.close()
+    assert await ledger.count_runs(db) == 4
+    await db.close()

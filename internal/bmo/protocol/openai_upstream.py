@@ -149,17 +149,25 @@ class ChunkParser:
         self.saw_usage = False
         self.chars = 0  # of streamed content and arguments: the usage estimate when none is sent
 
-    def feed(self, chunk: dict[str, Any]) -> list[Event]:
+    def plain_text(self, chunk: dict[str, Any]) -> str | None:
+        """The text of the commonest chunk, one content token ({"delta": {"content": "…"},
+        "finish_reason": null}, no usage); None for any other chunk, which `feed` then reads."""
         choices = chunk.get("choices")
         if choices and chunk.get("usage") is None:
-            # The common case, one content token: {"delta": {"content": "…"}, "finish_reason": null}
             ch = choices[0]
             delta = ch.get("delta")
             if type(delta) is dict and len(delta) == 1 and ch.get("finish_reason") is None:
                 text = delta.get("content")
                 if type(text) is str:
                     self.chars += len(text)
-                    return [TextDelta(text)] if text else []
+                    return text
+        return None
+
+    def feed(self, chunk: dict[str, Any]) -> list[Event]:
+        text = self.plain_text(chunk)
+        if text is not None:
+            return [TextDelta(text)] if text else []
+        choices = chunk.get("choices")
         out: list[Event] = []
         if isinstance(choices, list) and choices:
             ch = choices[0]

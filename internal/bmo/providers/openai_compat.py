@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bmo.chat import Completion, Event, Finish, Message, Usage
+from bmo.chat import Completion, Event, Finish, Message, TextDelta, Usage
 from bmo.config import ProviderConfig
 from bmo.errors import RateLimited, UpstreamError, UpstreamTimeout
 from bmo.protocol.openai_upstream import ChunkParser, from_completion_body, to_upstream_body
@@ -159,7 +159,7 @@ class OpenAIProvider:
             decoder = SSEDecoder()
             parser = ChunkParser()
             saw_finish = False
-            feed, loads, parse = decoder.feed, orjson.loads, parser.feed
+            feed, loads, plain, parse = decoder.feed, orjson.loads, parser.plain_text, parser.feed
             async for chunk in resp.content.iter_any():
                 silence.last = loop.time()
                 for event, data in feed(chunk):
@@ -171,6 +171,11 @@ class OpenAIProvider:
                         obj = _checked_event(self.name, event, obj)
                         if obj is None:
                             continue
+                    text = plain(obj)
+                    if text is not None:  # a token: no list, no type tests
+                        if text:
+                            yield TextDelta(text)
+                        continue
                     for ev in parse(obj):
                         if type(ev) is Finish:
                             saw_finish = True

@@ -86,8 +86,12 @@ class LedgerWriter:
     def __init__(self, db: Database, persistence: Persistence | None = None, *, queue_max: int = QUEUE_MAX) -> None:
         self.db = db
         self.persistence = persistence or Persistence()
-        self._queue: asyncio.Queue[RunRecord] = asyncio.Queue(maxsize=queue_max)
+        self.queue_max = queue_max
+        # A plain list, not an asyncio.Queue: a submit is one append, and the writer is woken
+        # once per batch (when the list stops being empty), not once per run.
+        self._pending: list[RunRecord] = []
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -97,13 +101,14 @@ class LedgerWriter:
 
     def submit(self, record: RunRecord) -> None:
         """Never blocks, never raises: the request that made this record is already answered."""
-        try:
-            self._queue.put_nowait(record)
-        except asyncio.QueueFull:
+        pending = self._pending
+        if len(pending) >= self.queue_max:
             self._drop(1, "the ledger queue is full (the disk is slower than the traffic)")
             return
-        self._idle.clear()
-        self.persistence.queue_depth = self._queue.qsize()
+        pending.append(record)
+        if len(pending) == 1:
+            self._idle.clear()
+            self._wake.set()
 
     def _drop(self, n: int, why: str) -> None:
         p = self.persistence
@@ -121,17 +126,18 @@ class LedgerWriter:
         await self._idle.wait()
 
     async def _run(self) -> None:
-        q = self._queue
         while True:
-            first = await q.get()
-            if q.qsize() < BATCH - 1:
+            await self._wake.wait()
+            self._wake.clear()
+            if len(self._pending) < BATCH:
                 await asyncio.sleep(FLUSH_S)  # let a batch gather: one transaction per ~50 ms
-            batch = [first]
-            while len(batch) < BATCH and not q.empty():
-                batch.append(q.get_nowait())
-            await self._write(batch)
-            self.persistence.queue_depth = q.qsize()
-            if q.empty():
+            while self._pending:
+                batch = self._pending[:BATCH]
+                del self._pending[:BATCH]
+                self.persistence.queue_depth = len(self._pending)
+                await self._write(batch)
+            self.persistence.queue_depth = 0
+            if not self._pending:
                 self._idle.set()
 
     async def _write(self, batch: list[RunRecord]) -> None:
@@ -159,11 +165,11 @@ class LedgerWriter:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
-        rest: list[RunRecord] = []
-        while not self._queue.empty():
-            rest.append(self._queue.get_nowait())
-        if rest:
-            await self._write(rest)
+        while self._pending:  # what the timeout above left behind
+            batch = self._pending[:BATCH]
+            del self._pending[:BATCH]
+            await self._write(batch)
+        self.persistence.queue_depth = 0
 
 
 async def prune(db: Database, retention_days: float, *, now: float | None = None) -> int:
