@@ -140,10 +140,14 @@ def _ignore(ev: Event) -> None:
 async def run_agent(plan: Plan, provider: Provider, *, observe: Observer = _ignore) -> AsyncIterator[Event]:
     """The streaming run. Yields only what the client sees (text, reasoning, client tool-call
     deltas, one Finish, then the total Usage); `observe` is also shown the upstream calls and
-    server-side tool calls and results (for the ledger), without a generator hop per event."""
+    server-side tool calls and results (for the ledger), without a generator hop per event.
+    Of the text deltas it sees the first, and all of them only if it has `wants_all_text` set
+    (the service's observer does when a session keeps the answer): a call per token is not free."""
     messages = list(plan.messages)
     usage = Usage()
     tool_choice = plan.tool_choice
+    all_text = getattr(observe, "wants_all_text", True)
+    see_text = True
     step = 0
     while True:
         step += 1
@@ -155,7 +159,9 @@ async def run_agent(plan: Plan, provider: Provider, *, observe: Observer = _igno
         async for ev in provider.stream(_call(plan, messages, tool_choice)):
             if type(ev) is TextDelta:
                 text.append(ev.text)
-                observe(ev)
+                if see_text:
+                    observe(ev)
+                    see_text = all_text
                 yield ev
             elif isinstance(ev, ToolCallDelta):
                 c = calls.setdefault(ev.index, _Call())

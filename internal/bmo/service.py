@@ -65,12 +65,13 @@ class Observer:
     """Watches a run's events go by (called by the loop for each): fills `RunInfo` for the ledger
     and collects the answer for the session transcript. Plain calls, no generator layer."""
 
-    __slots__ = ("info", "bound", "calls")
+    __slots__ = ("info", "bound", "calls", "wants_all_text")
 
     def __init__(self, info: RunInfo, bound: Bound | None) -> None:
         self.info = info
         self.bound = bound
         self.calls: dict[int, ToolCall] = {}
+        self.wants_all_text = bound is not None  # the first token times the run; a session keeps them all
 
     def __call__(self, ev: Event) -> None:
         info = self.info

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Callable
 
@@ -56,10 +57,31 @@ def run(
     on_ready: Callable[[str, int], None] | None = None,
 ) -> None:
     """Blocking entry for `bmo serve`: uvloop when installed, else asyncio."""
-    coro = serve(app, host, port, shutdown_grace_s=shutdown_grace_s, on_ready=on_ready)
+
+    def ready(bound_host: str, bound_port: int) -> None:
+        settle_gc()
+        if on_ready is not None:
+            on_ready(bound_host, bound_port)
+
+    coro = serve(app, host, port, shutdown_grace_s=shutdown_grace_s, on_ready=ready)
     try:
         import uvloop
     except ImportError:
         asyncio.run(coro)
         return
     uvloop.run(coro)
+
+
+# Every request in flight holds a few hundred objects; with CPython's default thresholds (700,
+# 10, 10) the collector runs every couple of requests, finds those alive, promotes them, and soon
+# walks the older generations too. At 64 requests in flight that was ~10 % of bmo's CPU
+# (scripts/bench/RESULTS.md). Request objects die by reference counting, not by the collector.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def settle_gc() -> None:
+    """Once the server is up: move everything start-up built (modules, config, the app) out of
+    the collector's sight for good, and collect the young generation far less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
