@@ -296,7 +296,8 @@ def test_stream_timeouts_before_headers_and_on_silence(make_bmo: Any, upstream: 
     """`timeout_s` bounds the wait for a streaming answer's headers (a real 504) and any silence
     in the middle of the stream (an error frame, since the 200 is already out)."""
     s = make_bmo(
-        config=f'auth: {{mode: none}}\nproviders:\n  slow: {{kind: openai, base_url: "{upstream.url}", timeout_s: 0.4}}\n',
+        config="auth: {mode: none}\nproviders:\n"
+        f'  slow: {{kind: openai, base_url: "{upstream.url}", timeout_s: 0.4}}\n',
         agents={"slow": "id: slow\nmodel: slow/x\n"},
     )
     upstream.enqueue(Step(delay=2))

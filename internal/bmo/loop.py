@@ -306,4 +306,3 @@ async def _run_tool(tool: Tool, tc: ToolCall) -> ServerToolResult:
         return ServerToolResult(tc.id, tc.name, f"error: {e}", True)
     except TimeoutError:
         return ServerToolResult(tc.id, tc.name, f"error: tool took longer than {TOOL_TIMEOUT_S}s", True)
-
