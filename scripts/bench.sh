@@ -10,6 +10,10 @@
 #   BENCH_LITELLM=1 scripts/bench.sh adds a LiteLLM column (own venv under $TMPDIR, made once)
 #   scripts/bench.sh --setup         the only step that installs anything: wrk (apt-get) and
 #                                    py-spy (into .venv); without wrk the Python driver is used
+#   scripts/bench.sh --ab A B [--stream] [--rounds N]
+#                                    same-core A/B of two trees (proxy | worktree | git rev):
+#                                    both gateways loaded at once on one core, median CPU ratio
+#                                    B/A; tells a 3 % change from noise (scripts/bench/ab.py)
 #
 # Everything binds 127.0.0.1. Every process started is stopped on exit, failure, Ctrl-C or TERM.
 set -euo pipefail
@@ -53,7 +57,12 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-BENCH_CMD="scripts/bench.sh${*:+ $*}" BENCH_WORKDIR="$WORK" BENCH_PIDFILE="$PIDFILE" \
-  "$PY" scripts/bench/run.py "$@" &
+if [ "${1:-}" = "--ab" ]; then
+  shift
+  "$PY" scripts/bench/ab.py --workdir "$WORK" --pidfile "$PIDFILE" "$@" &
+else
+  BENCH_CMD="scripts/bench.sh${*:+ $*}" BENCH_WORKDIR="$WORK" BENCH_PIDFILE="$PIDFILE" \
+    "$PY" scripts/bench/run.py "$@" &
+fi
 ORCH=$!
 wait "$ORCH"

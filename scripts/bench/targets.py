@@ -130,10 +130,10 @@ def start_upstream(procs: Procs, core: int | None) -> Proc:
     return p
 
 
-def start_proxy(procs: Procs, upstream: Proc, core: int | None) -> Proc:
+def start_proxy(procs: Procs, upstream: Proc, core: int | None, name: str = "raw-proxy") -> Proc:
     port = free_port()
     cmd = [*pin_prefix(core), PY, str(HERE / "proxy.py"), "--port", str(port), "--upstream", upstream.url]
-    p = procs.start("raw-proxy", cmd)
+    p = procs.start(name, cmd)
     p.url = f"http://127.0.0.1:{port}"
     wait_ready(p)
     return p
@@ -156,9 +156,11 @@ def bmo_binary() -> Path:
     return Path(PY).parent / "bmo"
 
 
-def start_bmo(procs: Procs, upstream: Proc, key: str, core: int | None, src: Path | None = None) -> Proc:
+def start_bmo(
+    procs: Procs, upstream: Proc, key: str, core: int | None, src: Path | None = None, name: str = "bmo"
+) -> Proc:
     """bmo from this checkout, or from `src` (a tree holding internal/bmo, e.g. an older commit)."""
-    home = procs.workdir / "bmo-home"
+    home = procs.workdir / f"{name}-home"
     (home / "agents").mkdir(parents=True, exist_ok=True)
     (home / "config.yaml").write_text(BMO_CONFIG.format(upstream=upstream.url))
     (home / "agents" / "bench.yaml").write_text(BMO_AGENT)
@@ -166,7 +168,7 @@ def start_bmo(procs: Procs, upstream: Proc, key: str, core: int | None, src: Pat
     env = {"BMO_HOME": str(home), "BMO_API_KEY": key, "COLUMNS": "200", "NO_COLOR": "1"}
     if src is not None:
         env["PYTHONPATH"] = str(src.resolve() / "internal")  # ahead of the editable install
-    p = procs.start("bmo", [*pin_prefix(core), str(bmo_binary()), "serve", "--port", str(port)], env)
+    p = procs.start(name, [*pin_prefix(core), str(bmo_binary()), "serve", "--port", str(port)], env)
     p.url = f"http://127.0.0.1:{port}"
     wait_ready(p)
     return p
