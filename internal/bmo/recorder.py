@@ -41,9 +41,7 @@ class AccessLog:
         self._second = -1
         self._stamp = ""
 
-    def emit(self, event: str, fields: dict[str, Any], text: str | None = None) -> None:
-        """One line. `text`, when given, is the `k=v …` part already built (the hot callers
-        build it with one f-string); otherwise it is made from `fields`."""
+    def emit(self, event: str, fields: dict[str, Any]) -> None:
         if self.fmt == "off":
             return
         now = time.time()
@@ -56,9 +54,8 @@ class AccessLog:
             if second != self._second:  # strftime once a second, not once a line
                 self._second = second
                 self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-            if text is None:
-                text = " ".join([f"{k}={_kv(v)}" for k, v in fields.items()])
-            line = f"{self._stamp},{int(now * 1000) % 1000:03d} INFO bmo.access: {event} {text}".encode()
+            kv = " ".join([f"{k}={_kv(v)}" for k, v in fields.items()])
+            line = f"{self._stamp},{int(now * 1000) % 1000:03d} INFO bmo.access: {event} {kv}".encode()
         self._buf.append(line + b"\n")
         if len(self._buf) >= FLUSH_LINES:
             self.flush()
@@ -92,11 +89,6 @@ def _kv(v: Any) -> str:
     return orjson.dumps(s).decode() if (" " in s or '"' in s or not s) else s
 
 
-def _plain(v: str | None) -> str:
-    """`_kv` for values bmo made itself (ids, routes, agent ids, codes): never spaces or quotes."""
-    return "-" if v is None else v
-
-
 class Recorder:
     def __init__(
         self, sink: RunSink | None, persistence: Persistence, *, store_content: bool, log: AccessLog | None = None
@@ -109,14 +101,9 @@ class Recorder:
         self.log = log or AccessLog()
 
     def fired(self, request_id: str, route: str, agent: str | None, client_ua: str | None) -> None:
-        log = self.log
-        if log.fmt == "off":
-            return
-        fields = {"request_id": request_id, "route": route, "agent": agent, "client_ua": client_ua}
-        text = None
-        if log.fmt == "text":
-            text = f"request_id={request_id} route={route} agent={_plain(agent)} client_ua={_kv(client_ua)}"
-        log.emit("openai_compat.fired", fields, text)
+        self.log.emit(
+            "openai_compat.fired", {"request_id": request_id, "route": route, "agent": agent, "client_ua": client_ua}
+        )
 
     def finish(self, r: RunRecord) -> None:
         if not self.store_content:
@@ -125,23 +112,15 @@ class Recorder:
         self.metrics.observe(r)
         if self.sink is not None:
             self.sink.submit(r)
-        log = self.log
-        if log.fmt == "off":
-            return
-        ms = round(r.duration_ms, 3)
-        fields = {
-            "request_id": r.request_id,
-            "route": r.route,
-            "agent": r.agent,
-            "status": r.status,
-            "outcome": r.outcome,
-            "error_code": r.error_code,
-            "duration_ms": ms,
-        }
-        text = None
-        if log.fmt == "text":
-            text = (
-                f"request_id={r.request_id} route={r.route} agent={_plain(r.agent)} status={r.status} "
-                f"outcome={r.outcome} error_code={_plain(r.error_code)} duration_ms={ms}"
-            )
-        log.emit("openai_compat.action", fields, text)
+        self.log.emit(
+            "openai_compat.action",
+            {
+                "request_id": r.request_id,
+                "route": r.route,
+                "agent": r.agent,
+                "status": r.status,
+                "outcome": r.outcome,
+                "error_code": r.error_code,
+                "duration_ms": round(r.duration_ms, 3),
+            },
+        )
