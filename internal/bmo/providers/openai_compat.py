@@ -209,7 +209,8 @@ class OpenAIProvider:
 class _Silence:
     """Closes an upstream stream that has sent nothing for `timeout_s` (the reader then fails
     and `fired` says why). One timer per stream, re-armed only when it comes due: the reader
-    just notes the time of each read in `last`."""
+    just notes the time of each read in `last`. Time counts from bmo's last read, so a client
+    that stalls its own reading for that long ends the stream the same way."""
 
     __slots__ = ("loop", "timeout", "resp", "last", "fired", "_handle")
 
