@@ -59,6 +59,7 @@ class Step:
     finish_reason: str | None = None
     reasoning: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    whole: bool = False  # answer in one JSON body even when asked to stream (some servers do)
 
 
 class FakeUpstream:
@@ -107,7 +108,7 @@ class FakeUpstream:
                 status=step.status,
                 headers=step.headers,
             )
-        if body.get("stream"):
+        if body.get("stream") and not step.whole:
             return await self._stream(request, body, step)
         msg: dict[str, Any] = {"role": "assistant", "content": step.text if not step.tool_calls else None}
         if step.reasoning:

@@ -316,3 +316,14 @@ def test_stream_timeouts_before_headers_and_on_silence(make_bmo: Any, upstream: 
     assert evs[-1] == "[DONE]"
     assert evs[-2]["error"]["code"] == "upstream_timeout", evs[-2]
     assert "sent nothing for 0.4s" in evs[-2]["error"]["message"]
+
+
+def test_an_upstream_that_answers_whole_to_a_stream_request(bmo: BmoServer, upstream: FakeUpstream) -> None:
+    upstream.enqueue(Step(text="all at once", whole=True, usage=(4, 3)))
+    r = post(bmo, {"model": "helper", "messages": USER, "stream": True, "stream_options": {"include_usage": True}})
+    assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
+    evs = sse_events(r.content)
+    assert evs[-1] == "[DONE]"
+    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in evs[:-1] if e["choices"]) == "all at once"
+    assert [e["choices"][0]["finish_reason"] for e in evs[:-1] if e["choices"]][-1] == "stop"
+    assert evs[-2]["usage"] == {"prompt_tokens": 4, "completion_tokens": 3, "total_tokens": 7}

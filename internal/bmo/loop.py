@@ -156,42 +156,63 @@ async def run_agent(plan: Plan, provider: Provider, *, observe: Observer = _igno
         n_client = 0
         text: list[str] = []
         reason = "stop"
-        async for ev in provider.stream(_call(plan, messages, tool_choice)):
-            if type(ev) is TextDelta:
-                text.append(ev.text)
-                if see_text:
-                    observe(ev)
-                    see_text = all_text
-                yield ev
-            elif isinstance(ev, ToolCallDelta):
-                c = calls.setdefault(ev.index, _Call())
-                c.id = c.id or ev.id
-                c.name = c.name or ev.name
-                c.args.append(ev.arguments)
-                if c.kind is None and c.name:
-                    c.kind = "server" if c.name in plan.server_tools else "client"
-                    if c.kind == "client":
-                        c.client_index = n_client
-                        n_client += 1
-                        out = ToolCallDelta(
-                            index=c.client_index,
-                            id=c.id or f"call_{step}_{ev.index}",
-                            name=c.name,
-                            arguments="".join(c.args),
-                        )
-                        observe(out)
-                        yield out
-                elif c.kind == "client" and ev.arguments:
-                    out = ToolCallDelta(index=c.client_index, arguments=ev.arguments)
-                    observe(out)
-                    yield out
-            elif isinstance(ev, ReasoningDelta):
-                observe(ev)
-                yield ev
-            elif isinstance(ev, Finish):
-                reason = ev.reason
-            elif isinstance(ev, Usage):
-                usage.add(ev)
+        upstream = await provider.open_stream(_call(plan, messages, tool_choice))
+        try:
+            reads = upstream.reads().__aiter__()
+            more = True
+            while more:
+                # The reads and their decoding happen in this frame: one generator layer fewer
+                # per token than iterating a provider's own generator.
+                if upstream.done:
+                    evs, more = upstream.end(), False
+                else:
+                    try:
+                        evs = upstream.decode(await reads.__anext__())
+                    except StopAsyncIteration:
+                        evs, more = upstream.end(), False
+                    except Exception as e:
+                        err = upstream.failed(e)
+                        if err is e:
+                            raise
+                        raise err from e
+                for ev in evs:
+                    if type(ev) is TextDelta:
+                        text.append(ev.text)
+                        if see_text:
+                            observe(ev)
+                            see_text = all_text
+                        yield ev
+                    elif isinstance(ev, ToolCallDelta):
+                        c = calls.setdefault(ev.index, _Call())
+                        c.id = c.id or ev.id
+                        c.name = c.name or ev.name
+                        c.args.append(ev.arguments)
+                        if c.kind is None and c.name:
+                            c.kind = "server" if c.name in plan.server_tools else "client"
+                            if c.kind == "client":
+                                c.client_index = n_client
+                                n_client += 1
+                                out = ToolCallDelta(
+                                    index=c.client_index,
+                                    id=c.id or f"call_{step}_{ev.index}",
+                                    name=c.name,
+                                    arguments="".join(c.args),
+                                )
+                                observe(out)
+                                yield out
+                        elif c.kind == "client" and ev.arguments:
+                            out = ToolCallDelta(index=c.client_index, arguments=ev.arguments)
+                            observe(out)
+                            yield out
+                    elif isinstance(ev, ReasoningDelta):
+                        observe(ev)
+                        yield ev
+                    elif isinstance(ev, Finish):
+                        reason = ev.reason
+                    elif isinstance(ev, Usage):
+                        usage.add(ev)
+        finally:
+            await upstream.close()
         for idx, c in calls.items():
             if c.kind is None:  # a call that never named itself: show it to the client as-is
                 c.kind, c.client_index = "client", n_client

@@ -11,11 +11,11 @@ import aiohttp
 
 from bmo.config import Config
 from bmo.errors import ConfigError
-from bmo.providers.base import ModelCall, Provider
+from bmo.providers.base import ModelCall, Provider, UpstreamStream
 from bmo.providers.echo import EchoProvider
 from bmo.providers.openai_compat import OpenAIProvider
 
-__all__ = ["KINDS", "ClientSession", "ModelCall", "Provider", "build_providers", "open_session"]
+__all__ = ["KINDS", "ClientSession", "ModelCall", "Provider", "UpstreamStream", "build_providers", "open_session"]
 
 KINDS = ("openai", "echo")
 # Upstream pool: enough for the default concurrency with streams held open, and DNS cached.

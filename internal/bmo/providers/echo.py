@@ -63,15 +63,39 @@ class EchoProvider:
             usage=Usage(_prompt_tokens(call.messages), completion_tokens),
         )
 
-    async def stream(self, call: ModelCall) -> AsyncIterator[Event]:
-        done = await self.complete(call)
-        for i, tc in enumerate(done.tool_calls):
-            yield ToolCallDelta(index=i, id=tc.id, name=tc.name, arguments="")
-            yield ToolCallDelta(index=i, arguments=tc.arguments)
-        for word in _WORD.findall(done.content or ""):
-            yield TextDelta(word)
-        yield Finish(done.finish_reason)
-        yield done.usage
+    async def open_stream(self, call: ModelCall) -> _EchoStream:
+        return _EchoStream(await self.complete(call))
+
+    async def close(self) -> None:
+        return None
+
+
+class _EchoStream:
+    """The whole answer in one "read": tool calls, the words one event each, finish, usage."""
+
+    def __init__(self, done: Completion) -> None:
+        self._done = done
+        self.done = False
+
+    async def reads(self) -> AsyncIterator[bytes]:
+        yield b""
+
+    def decode(self, chunk: bytes) -> list[Event]:
+        d = self._done
+        out: list[Event] = []
+        for i, tc in enumerate(d.tool_calls):
+            out.append(ToolCallDelta(index=i, id=tc.id, name=tc.name, arguments=""))
+            out.append(ToolCallDelta(index=i, arguments=tc.arguments))
+        out += [TextDelta(word) for word in _WORD.findall(d.content or "")]
+        out += [Finish(d.finish_reason), d.usage]
+        self.done = True
+        return out
+
+    def end(self) -> list[Event]:
+        return []
+
+    def failed(self, e: Exception) -> Exception:
+        return e
 
     async def close(self) -> None:
         return None

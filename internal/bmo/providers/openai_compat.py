@@ -138,72 +138,130 @@ class OpenAIProvider:
         except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError) as e:
             raise UpstreamError(f"upstream {self.name} sent an answer bmo cannot read: {e}") from e
 
-    async def stream(self, call: ModelCall) -> AsyncIterator[Event]:
+    async def open_stream(self, call: ModelCall) -> _SSEStream:
         resp = await self._open_stream(call)
-        finished = False
-        loop = asyncio.get_running_loop()
-        silence = _Silence(loop, self._timeout_s, resp)
         try:
             if resp.status >= 400:
                 raw = await resp.content.read(_MAX_ERROR_BODY)
                 raise status_error(self.name, resp.status, raw, resp.headers.get("retry-after"))
-            ctype = resp.headers.get("Content-Type", "")
-            if "text/event-stream" not in ctype:
+            whole = None
+            if "text/event-stream" not in resp.headers.get("Content-Type", ""):
                 # some servers ignore `stream` and answer whole: accept that
-                raw = await resp.read()
-                done = from_completion_body(orjson.loads(raw))
-                for ev in done.events():
-                    yield ev
-                finished = True
-                return
-            decoder = SSEDecoder()
-            parser = ChunkParser()
-            saw_finish = False
-            feed, loads, plain, parse = decoder.feed, orjson.loads, parser.plain_text, parser.feed
-            async for chunk in resp.content.iter_any():
-                silence.last = loop.time()
-                for event, data in feed(chunk):
-                    if data.startswith(b"[DONE]"):
-                        finished = True
-                        break
-                    obj = loads(data)
-                    if event is not None or type(obj) is not dict or "error" in obj:
-                        obj = _checked_event(self.name, event, obj)
-                        if obj is None:
-                            continue
-                    text = plain(obj)
-                    if text is not None:  # a token: no list, no type tests
-                        if text:
-                            yield TextDelta(text)
-                        continue
-                    for ev in parse(obj):
-                        if type(ev) is Finish:
-                            saw_finish = True
-                        yield ev
-                if finished:
-                    break
-            if not finished and not saw_finish:
-                raise UpstreamError(f"upstream {self.name} closed the stream before it finished")
-            finished = True
-            if not parser.saw_usage:  # the upstream sent none: an estimate beats a silent zero
-                yield Usage(estimate_tokens(call.messages), -(-parser.chars // 4))
+                whole = from_completion_body(orjson.loads(await resp.read())).events()
         except (TimeoutError, aiohttp.ClientError) as e:
-            if silence.fired:
-                raise UpstreamTimeout(
-                    f"upstream {self.name} sent nothing for {self._timeout_s:g}s in the middle of a stream"
-                ) from e
+            resp.close()
             raise self._transport_error(e) from e
         except (orjson.JSONDecodeError, ValueError) as e:
+            resp.close()
             raise UpstreamError(f"upstream {self.name} sent an answer bmo cannot read: {e}") from e
-        finally:
-            silence.stop()
-            if finished:
-                resp.release()
-            else:
-                resp.close()  # drop the connection: the upstream stops generating at once
+        except BaseException:
+            resp.close()
+            raise
+        return _SSEStream(self, call, resp, whole)
 
     async def close(self) -> None:
         return None
+
+
+class _SSEStream:
+    """One upstream event stream (see `UpstreamStream`): the SSE decoder, the JSON parse and the
+    chunk parser, one read at a time, with the silence watchdog and the end-of-stream checks."""
+
+    __slots__ = (
+        "provider", "call", "resp", "whole", "done", "ok", "deferred", "saw_finish", "decoder", "parser",
+        "silence", "loop",
+    )  # fmt: skip
+
+    def __init__(
+        self, provider: OpenAIProvider, call: ModelCall, resp: aiohttp.ClientResponse, whole: list[Event] | None
+    ) -> None:
+        self.provider = provider
+        self.call = call
+        self.resp = resp
+        self.whole = whole  # an answer that came whole instead of streamed
+        self.done = False  # nothing more to read: [DONE] seen, or a failure waits in `deferred`
+        self.ok = False  # ended as it should: the connection goes back to the pool
+        self.deferred: UpstreamError | None = None  # a failure after events of the same read
+        self.saw_finish = False
+        self.decoder = SSEDecoder()
+        self.parser = ChunkParser()
+        self.loop = asyncio.get_running_loop()
+        self.silence = _Silence(self.loop, provider._timeout_s, resp)
+
+    def reads(self) -> AsyncIterator[bytes]:
+        if self.whole is not None:
+            return _one_read()
+        return self.resp.content.iter_any()
+
+    def decode(self, chunk: bytes) -> list[Event]:
+        if self.whole is not None:
+            self.done = self.ok = True
+            return self.whole
+        self.silence.last = self.loop.time()
+        parser = self.parser
+        out: list[Event] = []
+        try:
+            for event, data in self.decoder.feed(chunk):
+                if data.startswith(b"[DONE]"):
+                    self.done = self.ok = True
+                    break
+                obj = orjson.loads(data)
+                if event is not None or type(obj) is not dict or "error" in obj:
+                    obj = _checked_event(self.provider.name, event, obj)
+                    if obj is None:
+                        continue
+                text = parser.plain_text(obj)
+                if text is not None:  # a token: no list of its own, no type tests
+                    if text:
+                        out.append(TextDelta(text))
+                    continue
+                for ev in parser.feed(obj):
+                    if type(ev) is Finish:
+                        self.saw_finish = True
+                    out.append(ev)
+        except (UpstreamError, ValueError) as e:  # ValueError: orjson's JSONDecodeError too
+            err = e if isinstance(e, UpstreamError) else self._unreadable(e)
+            if not out:
+                raise err from None if err is e else e
+            self.deferred, self.done = err, True  # the events before it go out first
+        return out
+
+    def _unreadable(self, e: Exception) -> UpstreamError:
+        err = UpstreamError(f"upstream {self.provider.name} sent an answer bmo cannot read: {e}")
+        err.__cause__ = e
+        return err
+
+    def end(self) -> list[Event]:
+        if self.deferred is not None:
+            raise self.deferred
+        if self.whole is not None:
+            return []
+        if not self.ok and not self.saw_finish:
+            raise UpstreamError(f"upstream {self.provider.name} closed the stream before it finished")
+        self.done = self.ok = True
+        if self.parser.saw_usage:
+            return []
+        # the upstream sent none: an estimate beats a silent zero
+        return [Usage(estimate_tokens(self.call.messages), -(-self.parser.chars // 4))]
+
+    def failed(self, e: Exception) -> Exception:
+        if not isinstance(e, (TimeoutError, aiohttp.ClientError)):
+            return e
+        p = self.provider
+        if self.silence.fired:
+            return UpstreamTimeout(f"upstream {p.name} sent nothing for {p._timeout_s:g}s in the middle of a stream")
+        return p._transport_error(e)
+
+    async def close(self) -> None:
+        self.silence.stop()
+        if self.ok:
+            self.resp.release()
+        else:
+            self.resp.close()  # drop the connection: the upstream stops generating at once
+
+
+async def _one_read() -> AsyncIterator[bytes]:
+    yield b""
 
 
 class _Silence:
