@@ -19,6 +19,7 @@ import platform
 import secrets
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,7 @@ class Scenario:
     latency_ms: float = 0.0
     timeout: float = 30.0  # per request
     sample_rss: bool = False
+    rounds: int = 1  # > 1: the targets take turns this many times, each round 1/rounds of the load
 
 
 def plan(quick: bool) -> list[Scenario]:
@@ -66,9 +68,9 @@ def plan(quick: bool) -> list[Scenario]:
     return [
         Scenario("ns1", "non-stream c=1", False, 1, 1_000_000, 8, 32),
         Scenario("ns16", "non-stream c=16", False, 16, 1_000_000, 10, 32),
-        Scenario("ns64", "non-stream c=64", False, 64, 1_000_000, 10, 32),
+        Scenario("ns64", "non-stream c=64", False, 64, 1_000_000, 12, 32, rounds=3),
         Scenario("st1", "stream, 1 at a time, 10 tok @5 ms", True, 1, 150, 15, 10, 5),
-        Scenario("st64", "stream 64 × 200 tok @5 ms", True, 64, 256, 20, 200, 5),
+        Scenario("st64", "stream 64 × 200 tok @5 ms", True, 64, 384, 30, 200, 5, rounds=3),
         Scenario("idle1000", "1,000 idle-ish streams", True, 1000, 1000, 20, 8, 750, timeout=60, sample_rss=True),
     ]
 
@@ -220,10 +222,16 @@ class Bench:
         results: report.Results = {"idle": self.warm_up()}
         for s in plan(self.a.quick):
             self.configure_upstream(s)
-            results[s.id] = {}
-            for t in self.targets:
-                r = results[s.id][t.key] = self.measure(self.scenario_for(s, t), t)
-                self.log(f"{s.id:8} {t.key:8} " + _brief(r))
+            # The scenarios behind a target take turns in rounds: a slow spell of the shared
+            # machine then falls on every target's share alike instead of on one target's run.
+            part = replace(s, requests=max(1, s.requests // s.rounds), duration=s.duration / s.rounds)
+            runs: dict[str, list[dict[str, Any]]] = {t.key: [] for t in self.targets}
+            for n in range(s.rounds):
+                for t in self.targets:
+                    r = self.measure(self.scenario_for(part, t), t)
+                    runs[t.key].append(r)
+                    self.log(f"{s.id:8} {t.key:8} " + (f"round {n + 1}: " if s.rounds > 1 else "") + _brief(r))
+            results[s.id] = {k: pool(v) for k, v in runs.items()}
         bmo = next(t for t in self.targets if t.key == "bmo")
         assert bmo.proc is not None
         home = self.procs.workdir / "bmo-home"
@@ -255,6 +263,7 @@ class Bench:
                 f"- command: `{os.environ.get('BENCH_CMD') or 'scripts/bench/run.py ' + ' '.join(sys.argv[1:])}`",
                 f"- bmo: {bmo_v.stdout.strip() or '?'} from {src}; load: {load}; took {took:.0f} s",
                 f"- pinning: {pin}",
+                "- rounds: the targets take turns within a scenario; " + _rounds_line(self.a.quick),
                 "- bmo: auth on (BMO_API_KEY sent as Bearer), agent `bench` on provider `up` (kind openai), "
                 "openai_compat.concurrency 1100 so 1,000 streams run instead of queueing",
                 "",
@@ -295,6 +304,38 @@ class Bench:
         return text
 
 
+ADDITIVE = ("sent", "completed", "ok", "tokens", "cpu_s", "elapsed_s", "in_flight_at_stop")
+
+
+def pool(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from a scenario's rounds: counts and CPU summed (so CPU per request is over all
+    of them), rates recomputed from the sums, percentiles the median of the rounds', peaks the max."""
+    if len(parts) == 1:
+        return parts[0]
+    out = dict(parts[0])
+    for k in ADDITIVE:
+        vals = [p[k] for p in parts if isinstance(p.get(k), (int, float))]
+        out[k] = sum(vals) if len(vals) == len(parts) else None
+    errors: dict[str, int] = {}
+    for p in parts:
+        for k, v in (p.get("errors") or {}).items():
+            errors[k] = errors.get(k, 0) + v
+    out["errors"] = errors
+    elapsed = out.get("elapsed_s") or 0.0
+    out["rps"] = out["ok"] / elapsed if elapsed else 0.0
+    if out.get("tokens") is not None:
+        out["tok_s"] = out["tokens"] / elapsed if elapsed else 0.0
+    if out.get("cpu_s") is not None:
+        out["cpu_pct"] = 100 * out["cpu_s"] / elapsed if elapsed else None
+    for k in ("lat_p50_ms", "lat_p99_ms", "ttft_p50_ms", "ttft_p99_ms", "load_busy_pct", "others_pct"):
+        vals = [p[k] for p in parts if isinstance(p.get(k), (int, float))]
+        out[k] = statistics.median(vals) if vals else None
+    for k in ("rss_peak_kib", "hwm_kib", "max_open"):
+        vals = [p[k] for p in parts if isinstance(p.get(k), (int, float))]
+        out[k] = max(vals) if vals else None
+    return out
+
+
 def _brief(r: dict[str, Any]) -> str:
     bits = [f"ok {r['ok']}/{r['sent']}", f"{r['rps']:.0f} req/s", f"p50 {r['lat_p50_ms']:.2f} ms"]
     if r.get("ttft_p50_ms") is not None:
@@ -306,6 +347,13 @@ def _brief(r: dict[str, Any]) -> str:
     if r["errors"]:
         bits.append(f"errors {r['errors']}")
     return ", ".join(bits)
+
+
+def _rounds_line(quick: bool) -> str:
+    multi = [f"{s.title} ({s.rounds} rounds)" for s in plan(quick) if s.rounds > 1]
+    if not multi:
+        return "one round each in this run"
+    return ", ".join(multi) + ": each target's counts and CPU summed over its rounds, percentiles the median"
 
 
 def _notes(results: report.Results) -> str:
