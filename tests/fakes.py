@@ -54,6 +54,7 @@ class Step:
     token_delay: float = 0.0  # between stream chunks
     drop_after: int | None = None  # stream: close the connection after N content chunks
     error_after: int | None = None  # stream: send an error event after N content chunks
+    garbage_after: int | None = None  # stream: send an event that is not JSON after N content chunks
     usage: tuple[int, int] = (7, 5)
     omit_index: bool = False  # stream tool-call deltas without `index` (sloppy upstreams)
     finish_reason: str | None = None
@@ -157,6 +158,9 @@ class FakeUpstream:
                     return resp
                 if step.error_after is not None and i >= step.error_after:
                     await resp.write(b'data: {"error":{"message":"upstream exploded","type":"server_error"}}\n\n')
+                    return resp
+                if step.garbage_after is not None and i >= step.garbage_after:
+                    await resp.write(b"data: {this is not json\n\n")
                     return resp
                 await resp.write(chunk({"content": w if i == 0 else " " + w}))
                 if step.token_delay:

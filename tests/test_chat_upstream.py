@@ -210,7 +210,15 @@ def test_upstream_unreachable_and_timeout(make_bmo: Any, upstream: FakeUpstream)
     assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
 
 
-@pytest.mark.parametrize("step", [Step(text="a b c d e f", drop_after=2), Step(text="a b c d e f", error_after=2)])
+@pytest.mark.parametrize(
+    "step",
+    [
+        Step(text="a b c d e f", drop_after=2),
+        Step(text="a b c d e f", error_after=2),
+        Step(text="a b c d e f", garbage_after=2),
+        Step(text="a b c d e f", garbage_after=2, token_delay=0.05),  # the bad event in a read of its own
+    ],
+)
 def test_mid_stream_failure_sends_error_frame_then_done(bmo: BmoServer, upstream: FakeUpstream, step: Step) -> None:
     upstream.enqueue(step)
     r = post(bmo, {"model": "helper", "messages": USER, "stream": True})

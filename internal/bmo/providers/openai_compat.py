@@ -221,9 +221,12 @@ class _SSEStream:
                     out.append(ev)
         except (UpstreamError, ValueError) as e:  # ValueError: orjson's JSONDecodeError too
             err = e if isinstance(e, UpstreamError) else self._unreadable(e)
-            if not out:
-                raise err from None if err is e else e
-            self.deferred, self.done = err, True  # the events before it go out first
+            if out:  # the events before it go out first; `end()` raises it
+                self.deferred, self.done = err, True
+            elif err is e:
+                raise
+            else:
+                raise err from e
         return out
 
     def _unreadable(self, e: Exception) -> UpstreamError:
