@@ -5,7 +5,7 @@ machine (other tenants, the sibling hyperthread) moves its ratios by 10 % or mor
 too coarse to tell whether one change saved 3 %. Here both gateways run on the same core *at
 the same time*, each under its own identical load, so whatever slows the core slows both alike;
 each round gives the ratio of B's CPU per unit to A's, and the median of the rounds is reported.
-Same-run, same-core ratios of two identical trees come out at 1.00 ± 0.02.
+Same-run, same-core ratios of two identical trees come out at 1.00 ± 0.03.
 
 A and B are each `proxy` (the raw aiohttp proxy), `worktree` (this checkout, uncommitted
 changes included), a git revision (exported with `git archive`), or a directory holding
