@@ -53,6 +53,11 @@ class UpstreamStream(Protocol):
     async def close(self) -> None: ...
 
 
+async def one_read() -> AsyncIterator[bytes]:
+    """`reads()` of a stream whose answer is already whole: one empty read, then the end."""
+    yield b""
+
+
 class Provider(Protocol):
     name: str
 

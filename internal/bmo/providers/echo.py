@@ -14,7 +14,7 @@ import re
 from collections.abc import AsyncIterator
 
 from bmo.chat import Completion, Event, Finish, Message, TextDelta, ToolCall, ToolCallDelta, Usage
-from bmo.providers.base import ModelCall
+from bmo.providers.base import ModelCall, one_read
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _WORD = re.compile(r"\s*\S+\s*")
@@ -73,15 +73,15 @@ class EchoProvider:
 class _EchoStream:
     """The whole answer in one "read": tool calls, the words one event each, finish, usage."""
 
-    def __init__(self, done: Completion) -> None:
-        self._done = done
+    def __init__(self, answer: Completion) -> None:
+        self._answer = answer
         self.done = False
 
-    async def reads(self) -> AsyncIterator[bytes]:
-        yield b""
+    def reads(self) -> AsyncIterator[bytes]:
+        return one_read()
 
     def decode(self, chunk: bytes) -> list[Event]:
-        d = self._done
+        d = self._answer
         out: list[Event] = []
         for i, tc in enumerate(d.tool_calls):
             out.append(ToolCallDelta(index=i, id=tc.id, name=tc.name, arguments=""))

@@ -22,7 +22,7 @@ from bmo.config import ProviderConfig
 from bmo.errors import RateLimited, UpstreamError, UpstreamTimeout
 from bmo.protocol.openai_upstream import ChunkParser, from_completion_body, to_upstream_body
 from bmo.protocol.sse import SSEDecoder
-from bmo.providers.base import ModelCall
+from bmo.providers.base import ModelCall, one_read
 
 log = logging.getLogger("bmo.providers")
 _MAX_ERROR_BODY = 64 * 1024  # an upstream error page is read this far, no further
@@ -190,7 +190,7 @@ class _SSEStream:
 
     def reads(self) -> AsyncIterator[bytes]:
         if self.whole is not None:
-            return _one_read()
+            return one_read()
         return self.resp.content.iter_any()
 
     def decode(self, chunk: bytes) -> list[Event]:
@@ -261,10 +261,6 @@ class _SSEStream:
             self.resp.release()
         else:
             self.resp.close()  # drop the connection: the upstream stops generating at once
-
-
-async def _one_read() -> AsyncIterator[bytes]:
-    yield b""
 
 
 class _Silence:
