@@ -7,9 +7,9 @@ the same time*, each under its own identical load, so whatever slows the core sl
 each round gives the ratio of B's CPU per unit to A's, and the median of the rounds is reported.
 Same-run, same-core ratios of two identical trees come out at 1.00 ± 0.03.
 
-A and B are each `proxy` (the raw aiohttp proxy), `worktree` (this checkout, uncommitted
-changes included), a git revision (exported with `git archive`), or a directory holding
-`internal/bmo` (a copy with an experiment in it). Units are requests, or
+A and B are each `proxy` (the raw aiohttp proxy), `floor` (bmo's own work by hand, floor.py),
+`worktree` (this checkout, uncommitted changes included), a git revision (exported with
+`git archive`), or a directory holding `internal/bmo` (a copy with an experiment in it). Units are requests, or
 streamed tokens with `--stream` (200 tokens at 5 ms each, like the full benchmark's stream
 scenario). Figures are for comparing A with B only; the full benchmark is the record.
 
@@ -43,6 +43,8 @@ PLAIN_TOKENS = 32
 def start(procs: Procs, spec: str, name: str, upstream: Proc, core: int | None) -> Proc:
     if spec == "proxy":
         return targets.start_proxy(procs, upstream, core, name=name)
+    if spec == "floor":
+        return targets.start_floor(procs, upstream, KEY, core, name=name)
     src = None
     if (Path(spec) / "internal" / "bmo").is_dir():
         src = Path(spec)  # a tree of its own (a copy with an experiment in it)
@@ -96,8 +98,8 @@ def one_round(procs: Procs, a: argparse.Namespace, gws: list[Proc], load_core: i
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("a", help="proxy | worktree | a git revision | a directory holding internal/bmo")
-    ap.add_argument("b", help="proxy | worktree | a git revision | a directory holding internal/bmo")
+    ap.add_argument("a", help="proxy | floor | worktree | a git revision | a directory holding internal/bmo")
+    ap.add_argument("b", help="proxy | floor | worktree | a git revision | a directory holding internal/bmo")
     ap.add_argument("--stream", action="store_true", help="streams of 200 tokens at 5 ms; units are tokens")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=0.0, help="per round (default 4, or 8 with --stream)")

@@ -2,8 +2,10 @@
 
 `results[scenario][target]` holds one driver result plus what the orchestrator read from /proc
 (`cpu_s` of the gateway during the scenario, `rss_peak_kib`...). Ratios are bmo / raw proxy
-measured in the same run; "bmo − direct" is the latency bmo adds over calling the upstream
-directly. Only ratios hold on a shared, noisy machine; the absolute figures are context.
+measured in the same run (the issue's targets are set on these), and, when the run has the
+floor (floor.py: bmo's work by hand), floor / raw proxy and bmo / floor. "bmo − direct" is the
+latency bmo adds over calling the upstream directly. Only ratios hold on a shared, noisy
+machine; the absolute figures are context.
 """
 
 from __future__ import annotations
@@ -108,14 +110,22 @@ def render(
     limits: dict[str, float],
 ) -> str:
     """`targets` is [(key, column title)] in column order; keys include direct, proxy, bmo."""
-    head = ["scenario", "metric"] + [t for _, t in targets] + ["bmo / raw", "bmo − direct", "target", "met"]
+    floor = any(k == "floor" for k, _ in targets)
+    extra = ["floor / raw", "bmo / floor"] if floor else []
+    head = ["scenario", "metric"] + [t for _, t in targets] + ["bmo / raw", *extra, "bmo − direct", "target", "met"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     verdicts: list[tuple[str, bool | None]] = []
     for row in rows():
         by_target = results.get(row.scenario, {})
         vals = {k: row.value(by_target[k]) if k in by_target else None for k, _ in targets}
-        b, r, d = vals.get("bmo"), vals.get("proxy"), vals.get("direct")
+        b, r, d, f = vals.get("bmo"), vals.get("proxy"), vals.get("direct"), vals.get("floor")
         ratio = b / r if row.ratio and b is not None and r else None
+        floor_cells = []
+        if floor:
+            floor_cells = [
+                _fmt("{:.2f}×", f / r if row.ratio and f is not None and r else None),
+                _fmt("{:.2f}×", b / f if row.ratio and b is not None and f else None),
+            ]
         added = b - d if row.added and b is not None and d is not None else None
         target, met = row.target, None
         if row.check is not None:
@@ -128,13 +138,14 @@ def render(
             met = None if b is None else b <= limits["streams_mib"]
         cells = [titles.get(row.scenario, row.scenario), row.label]
         cells += [_fmt(row.fmt, vals[k]) for k, _ in targets]
-        cells += [_fmt("{:.2f}×", ratio), _fmt("{:+.2f}", added), target, {True: "met", False: "NOT met"}.get(met, "")]
+        cells += [_fmt("{:.2f}×", ratio), *floor_cells, _fmt("{:+.2f}", added), target]
+        cells.append({True: "met", False: "NOT met"}.get(met, ""))
         if row.target or target:
             verdicts.append((f"{titles.get(row.scenario, row.scenario)}: {row.label} — {target}", met))
         lines.append("| " + " | ".join(cells) + " |")
     cells = ["ledger", "rows written = requests sent"]
     cells += [ledger_line if k == "bmo" else "" for k, _ in targets]
-    cells += ["", "", "zero rows lost", {True: "met", False: "NOT met"}.get(ledger_ok, "n/a")]
+    cells += [""] * (2 + len(extra)) + ["zero rows lost", {True: "met", False: "NOT met"}.get(ledger_ok, "n/a")]
     lines.append("| " + " | ".join(cells) + " |")
     verdicts.append(("ledger: zero rows lost", ledger_ok))
     met_n = sum(1 for _, v in verdicts if v is True)

@@ -1,8 +1,9 @@
 """The benchmark's orchestrator (run it through `scripts/bench.sh`): start, load, measure, report.
 
 One fake upstream serves every target. Targets: `direct` (the upstream itself), `proxy` (the raw
-aiohttp passthrough), `bmo` (auth on, ledger as configured by default), and `litellm` when
-BENCH_LITELLM=1. Scenarios run one at a time, and within each scenario every target in turn, so
+aiohttp passthrough), `floor` (bmo's own work on this path written by hand in one function,
+floor.py: the least bmo could cost), `bmo` (auth on, ledger as configured by default), and
+`litellm` when BENCH_LITELLM=1. Scenarios run one at a time, and within each scenario every target in turn, so
 drift on a shared machine hits all targets alike; only same-run ratios are meant to hold.
 
 With two or more cores and `taskset`, the gateway under test runs on core 0 and the upstream,
@@ -114,6 +115,8 @@ class Bench:
         self.targets.append(Target("direct", "direct", up.url + "/v1/chat/completions", None))
         px = targets.start_proxy(self.procs, up, self.gw_core)
         self.targets.append(Target("proxy", "raw proxy", px.url + "/v1/chat/completions", px))
+        fl = targets.start_floor(self.procs, up, self.key, self.gw_core)
+        self.targets.append(Target("floor", "floor", fl.url + "/v1/chat/completions", fl, self.key))
         src = Path(self.a.bmo_src) if self.a.bmo_src else None
         if self.a.bmo_rev:
             src, self.src_label = export_rev(self.a.bmo_rev, self.procs.workdir / "bmo-src")
@@ -268,6 +271,9 @@ class Bench:
                 "- rounds: the targets take turns within a scenario; " + _rounds_line(self.a.quick),
                 "- bmo: auth on (BMO_API_KEY sent as Bearer), agent `bench` on provider `up` (kind openai), "
                 "openai_compat.concurrency 1100 so 1,000 streams run instead of queueing",
+                "- floor: scripts/bench/floor.py, what bmo must do on this path (auth lookup, parse, "
+                "upstream body, render, a row in bmo's `runs` schema, two access lines) by hand in one "
+                "function; `bmo / floor` is what bmo's structure costs on top of its job",
                 "",
                 "",
             ]

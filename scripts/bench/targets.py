@@ -139,6 +139,17 @@ def start_proxy(procs: Procs, upstream: Proc, core: int | None, name: str = "raw
     return p
 
 
+def start_floor(procs: Procs, upstream: Proc, key: str, core: int | None, name: str = "floor") -> Proc:
+    """floor.py: bmo's own work on the benchmark's path, by hand (the least bmo could cost)."""
+    port = free_port()
+    db = procs.workdir / f"{name}.db"
+    cmd = [*pin_prefix(core), PY, str(HERE / "floor.py"), "--port", str(port), "--upstream", upstream.url]
+    p = procs.start(name, [*cmd, "--db", str(db), "--key", key])
+    p.url = f"http://127.0.0.1:{port}"
+    wait_ready(p)
+    return p
+
+
 BMO_CONFIG = """\
 # written by scripts/bench: bmo in front of the fake upstream, auth on
 server: {{host: 127.0.0.1, shutdown_grace_s: 2}}
