@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import time
+import urllib.parse
 from typing import Any
 
 import httpx
@@ -32,6 +34,27 @@ def sse_events(raw: bytes) -> list[Any]:
 
 
 USER = [{"role": "user", "content": "hi"}]
+
+
+def http_chunks(url: str, body: dict[str, Any]) -> list[bytes]:
+    """POST over a plain socket and return the response body's HTTP/1.1 chunks: one per write
+    bmo made, so a test can see what went out together."""
+    u = urllib.parse.urlsplit(url)
+    data = orjson.dumps(body)
+    head = f"POST {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Type: application/json\r\n"
+    head += f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+    with socket.create_connection((u.hostname, u.port), timeout=10) as s, s.makefile("rb") as f:
+        s.sendall(head.encode() + data)
+        assert f.readline().startswith(b"HTTP/1.1 200")
+        headers = []
+        while (line := f.readline()) not in (b"\r\n", b""):
+            headers.append(line.lower())
+        assert b"transfer-encoding: chunked\r\n" in headers
+        chunks = []
+        while size := int(f.readline().strip(), 16):
+            chunks.append(f.read(size))
+            assert f.read(2) == b"\r\n"
+    return chunks
 
 
 def test_system_prompt_first_and_client_system_appended(bmo: BmoServer, upstream: FakeUpstream) -> None:
@@ -170,6 +193,22 @@ def test_raw_sse_bytes(bmo: BmoServer, upstream: FakeUpstream) -> None:
     assert finishes[:-1] == [None] * (len(chunks) - 1) and finishes[-1] == "stop"
     assert all("usage" not in c for c in chunks)  # include_usage was not asked
     assert chunks[1]["choices"][0]["delta"] == {"reasoning_content": "mull"}
+
+
+def test_stream_first_token_goes_out_with_the_role_chunk(bmo: BmoServer, upstream: FakeUpstream) -> None:
+    """What a client waits on before its first token is one write (headers, role chunk, token),
+    not two; and the usage chunk goes out with [DONE]."""
+    upstream.enqueue(Step(text="one two three", token_delay=0.05, usage=(7, 5)))
+    body = {"model": "helper", "messages": USER, "stream": True, "stream_options": {"include_usage": True}}
+    chunks = http_chunks(bmo.base_url + "/chat/completions", body)
+    first = sse_events(chunks[0])
+    assert [e["choices"][0]["delta"] for e in first] == [{"role": "assistant", "content": ""}, {"content": "one"}]
+    last = sse_events(chunks[-1])
+    assert len(last) == 2 and last[0]["usage"]["total_tokens"] == 12 and last[1] == "[DONE]"
+    middle = [sse_events(c) for c in chunks[1:-1]]
+    assert [len(m) for m in middle] == [1] * len(middle)  # each later token goes out as it comes
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for m in [first, *middle] for e in m)
+    assert text == "one two three"
 
 
 @pytest.mark.parametrize(

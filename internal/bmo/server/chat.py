@@ -172,21 +172,29 @@ async def _stream(
         await ka.prepare()
         state.first_byte_sent = True
         write = resp.write
-        await write(chunks.start())
+        # The role chunk goes out with the first token (and the headers, which aiohttp holds for
+        # the first write): one write and one segment for the client to wait on, not two.
+        head = chunks.start()
         while ev is not None:
             kind = type(ev)
             if kind is TextDelta:
-                await write(chunks.text(ev.text))  # type: ignore[union-attr]
+                data = chunks.text(ev.text)  # type: ignore[union-attr]
                 if answer is not None:
                     answer.append(ev.text)  # type: ignore[union-attr]
             elif kind is ToolCallDelta:
-                await write(chunks.tool_call(ev))  # type: ignore[arg-type]
+                data = chunks.tool_call(ev)  # type: ignore[arg-type]
             elif kind is ReasoningDelta:
-                await write(chunks.reasoning(ev.text))  # type: ignore[union-attr]
+                data = chunks.reasoning(ev.text)  # type: ignore[union-attr]
             elif kind is Finish:
-                await write(chunks.finish(ev.reason))  # type: ignore[union-attr]
-            elif kind is Usage:
-                usage = ev  # type: ignore[assignment]
+                data = chunks.finish(ev.reason)  # type: ignore[union-attr]
+            else:
+                if kind is Usage:
+                    usage = ev  # type: ignore[assignment]
+                data = b""
+            if head:
+                data, head = head + data, b""
+            if data:
+                await write(data)
             ka.last = loop.time()
             try:
                 ev = await it.__anext__()
@@ -194,8 +202,8 @@ async def _stream(
                 ev = None
         await run.finish()
         if usage is not None and include_usage:
-            await write(chunks.usage(usage))
-        await write(chunks.done())
+            head += chunks.usage(usage)
+        await write(head + chunks.done())  # the usage chunk and [DONE] in one write
         if answer is not None and state.info.content is not None:
             state.info.content["answer"] = "".join(answer)
     except BmoError as e:
