@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The benchmark of issue 7: bmo against direct-to-upstream and a raw aiohttp proxy, same run.
+# The benchmark of issue 7: bmo against direct-to-upstream, a raw aiohttp proxy and the floor
+# (scripts/bench/floor.py: bmo's own work on the path, by hand), same run.
 #
 #   scripts/bench.sh                 full run (under 10 minutes on 2 cores); table to stdout and
 #                                    scripts/bench/last-run.md (git-ignored)
@@ -11,7 +12,7 @@
 #   scripts/bench.sh --setup         the only step that installs anything: wrk (apt-get) and
 #                                    py-spy (into .venv); without wrk the Python driver is used
 #   scripts/bench.sh --ab A B [--stream] [--rounds N]
-#                                    same-core A/B of two trees (proxy | worktree | git rev):
+#                                    same-core A/B of two trees (proxy | floor | worktree | rev):
 #                                    both gateways loaded at once on one core, median CPU ratio
 #                                    B/A; tells a 3 % change from noise (scripts/bench/ab.py)
 #
