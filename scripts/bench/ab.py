@@ -9,9 +9,9 @@ Same-run, same-core ratios of two identical trees come out at 1.00 ± 0.03.
 
 A and B are each `proxy` (the raw aiohttp proxy), `floor` (bmo's own work by hand, floor.py),
 `worktree` (this checkout, uncommitted changes included), a git revision (exported with
-`git archive`), or a directory holding `internal/bmo` (a copy with an experiment in it). Units are requests, or
-streamed tokens with `--stream` (200 tokens at 5 ms each, like the full benchmark's stream
-scenario). Figures are for comparing A with B only; the full benchmark is the record.
+`git archive`), or a directory holding `internal/bmo` (a copy with an experiment in it). Units
+are requests, or streamed tokens with `--stream` (200 tokens at 5 ms each, like the full
+benchmark's stream scenario). Figures are for comparing A with B only; the full benchmark is the record.
 
     scripts/bench.sh --ab HEAD~1 worktree
     scripts/bench.sh --ab proxy worktree --stream --rounds 5

@@ -3,8 +3,9 @@
 One fake upstream serves every target. Targets: `direct` (the upstream itself), `proxy` (the raw
 aiohttp passthrough), `floor` (bmo's own work on this path written by hand in one function,
 floor.py: the least bmo could cost), `bmo` (auth on, ledger as configured by default), and
-`litellm` when BENCH_LITELLM=1. Scenarios run one at a time, and within each scenario every target in turn, so
-drift on a shared machine hits all targets alike; only same-run ratios are meant to hold.
+`litellm` when BENCH_LITELLM=1. Scenarios run one at a time, and within each scenario every
+target in turn, so drift on a shared machine hits all targets alike; only same-run ratios are
+meant to hold.
 
 With two or more cores and `taskset`, the gateway under test runs on core 0 and the upstream,
 the load driver and this orchestrator on core 1. Every process is stopped at the end, on error,
