@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import secrets
 import sqlite3
@@ -36,6 +35,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from bmo.server.run import settle_gc
 from bmo.store.migrations import MIGRATIONS
 
 SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session", aiohttp.ClientSession)
@@ -172,9 +172,7 @@ def make_app(upstream: str, db_path: str, keys: set[str]) -> web.Application:
 
 
 async def settle(app: web.Application) -> None:
-    gc.collect()  # as bmo's server does once it is up (bmo/server/run.py)
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    settle_gc()  # the collector settled as bmo's server settles it once it is up
 
 
 def main() -> None:
