@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,12 +127,10 @@ class ActiveRun:
         self._events = run_agent(self.plan, self.provider, observe=self.observer)
         return self._events
 
-    async def complete(self) -> Completion:
-        try:
-            return await run_agent_whole(self.plan, self.provider, observe=self.observer)
-        except BmoError as e:
-            self.failed(e)
-            raise
+    def complete(self) -> Awaitable[Completion]:
+        """The whole answer. The loop's own coroutine, not one more layer around it: on a
+        `BmoError` the adapter calls `failed(e)`, as it does for a stream."""
+        return run_agent_whole(self.plan, self.provider, observe=self.observer)
 
     def failed(self, e: BmoError) -> None:
         if isinstance(e, (UpstreamError, RateLimited)):
@@ -171,8 +168,7 @@ class ChatService:
         self.providers = providers
         self.tools: dict[str, Tool] = tools if tools is not None else {n: cls() for n, cls in BUILTINS.items()}
         compat = cfg.openai_compat
-        self._slots = asyncio.Semaphore(compat.concurrency)
-        self._queue_timeout = compat.queue_timeout_s
+        self._admission = Admission(compat.concurrency, compat.queue_timeout_s)
 
     def resolve(self, model: str | None, agent_header: str | None) -> AgentSpec:
         return self.agents.resolve(model, agent_header)
@@ -222,22 +218,38 @@ class ChatService:
             bound=bound,
         )
 
-    @asynccontextmanager
-    async def admit(self) -> AsyncIterator[None]:
-        """At most `concurrency` runs at once; a request that waits past the queue timeout gets 429."""
+    def admit(self) -> Admission:
+        """At most `concurrency` runs at once; a request that waits past the queue timeout gets 429.
+        Use as `async with service.admit():`."""
+        return self._admission
+
+
+class Admission:
+    """The run slots, as an async context manager. A class, not `@asynccontextmanager`: it is
+    entered on every request, and a generator-based manager costs a generator and two extra
+    frames each time (scripts/bench/RESULTS.md)."""
+
+    __slots__ = ("slots", "concurrency", "queue_timeout")
+
+    def __init__(self, concurrency: int, queue_timeout: float) -> None:
+        self.slots = asyncio.Semaphore(concurrency)
+        self.concurrency = concurrency
+        self.queue_timeout = queue_timeout
+
+    async def __aenter__(self) -> None:
+        slots = self.slots
+        if not slots.locked():
+            await slots.acquire()  # the common case: no task, no timer
+            return
         try:
-            if self._slots.locked():
-                await asyncio.wait_for(self._slots.acquire(), self._queue_timeout)
-            else:
-                await self._slots.acquire()  # the common case: no task, no timer
+            await asyncio.wait_for(slots.acquire(), self.queue_timeout)
         except TimeoutError:
             raise RateLimited(
-                f"bmo is running {self.cfg.openai_compat.concurrency} requests already and this one "
-                f"waited {self._queue_timeout:g}s for a slot; retry shortly.",
+                f"bmo is running {self.concurrency} requests already and this one "
+                f"waited {self.queue_timeout:g}s for a slot; retry shortly.",
                 code="concurrency_limit",
                 headers={"retry-after": "1"},
             ) from None
-        try:
-            yield
-        finally:
-            self._slots.release()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.slots.release()

@@ -80,6 +80,7 @@ async def _whole(run: ActiveRun, model: str) -> web.Response:
     try:
         done = await run.complete()
     except BmoError as e:
+        run.failed(e)
         raise _no_retry(e, run) from None
     await run.finish()
     if run.info.content is not None:
