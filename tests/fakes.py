@@ -61,6 +61,7 @@ class Step:
     reasoning: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     whole: bool = False  # answer in one JSON body even when asked to stream (some servers do)
+    burst: bool = False  # stream: all content chunks in one write (one read for bmo), as under load
 
 
 class FakeUpstream:
@@ -152,6 +153,9 @@ class FakeUpstream:
             if step.reasoning:
                 await resp.write(chunk({"reasoning_content": step.reasoning}))
             words = step.text.split(" ") if step.text and not step.tool_calls else []
+            if step.burst:
+                await resp.write(b"".join(chunk({"content": w if i == 0 else " " + w}) for i, w in enumerate(words)))
+                words = []
             for i, w in enumerate(words):
                 if step.drop_after is not None and i >= step.drop_after:
                     request.transport.close()  # type: ignore[union-attr]

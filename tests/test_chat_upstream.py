@@ -211,6 +211,24 @@ def test_stream_first_token_goes_out_with_the_role_chunk(bmo: BmoServer, upstrea
     assert text == "one two three"
 
 
+def test_stream_tokens_read_together_go_out_together(bmo: BmoServer, upstream: FakeUpstream) -> None:
+    """Under load one upstream read often carries several tokens: the client gets them in one
+    write (one syscall, one segment), not one write each."""
+    upstream.enqueue(Step(text="one two three four", burst=True))
+    body = {"model": "helper", "messages": USER, "stream": True}
+    chunks = http_chunks(bmo.base_url + "/chat/completions", body)
+    first = sse_events(chunks[0])
+    assert [e["choices"][0]["delta"] for e in first] == [
+        {"role": "assistant", "content": ""},
+        {"content": "one"},
+        {"content": " two"},
+        {"content": " three"},
+        {"content": " four"},
+    ]
+    assert [e["choices"][0]["finish_reason"] for e in sse_events(chunks[1])] == ["stop"]
+    assert sse_events(chunks[-1]) == ["[DONE]"]
+
+
 @pytest.mark.parametrize(
     ("step", "status", "code", "retry"),
     [

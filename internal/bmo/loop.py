@@ -1,11 +1,12 @@
 """The agent loop (layer 3): model call → server-side tools → model call …
 
-It knows nothing of HTTP or the store. `run_agent` streams what the client sees: text and
-reasoning deltas, client tool-call deltas (re-indexed so the client sees 0, 1, 2…), exactly one
-`Finish`, and last the `Usage` summed over every upstream call. `run_agent_whole` returns the
-same answer in one piece. Both show every event, including `UpstreamCall` and
-`ServerToolCall`/`ServerToolResult`, to an `observe` callback (the service feeds the ledger
-from it): a plain call per event is far cheaper than another generator layer per token.
+It knows nothing of HTTP or the store. `run_agent` streams what the client sees, in batches (the
+events of one upstream read): text and reasoning deltas, client tool-call deltas (re-indexed so
+the client sees 0, 1, 2…), exactly one `Finish`, and last the `Usage` summed over every upstream
+call. `run_agent_whole` returns the same answer in one piece. Both show every event, including
+`UpstreamCall` and `ServerToolCall`/`ServerToolResult`, to an `observe` callback (the service
+feeds the ledger from it): a plain call per event is far cheaper than another generator layer
+per token.
 
 Server-side tools are executed here and never shown to the client as `tool_calls`. A client
 tool call ends the run with `finish_reason: "tool_calls"`; the client's follow-up request
@@ -137,12 +138,15 @@ def _ignore(ev: Event) -> None:
     return None
 
 
-async def run_agent(plan: Plan, provider: Provider, *, observe: Observer = _ignore) -> AsyncIterator[Event]:
-    """The streaming run. Yields only what the client sees (text, reasoning, client tool-call
-    deltas, one Finish, then the total Usage); `observe` is also shown the upstream calls and
-    server-side tool calls and results (for the ledger), without a generator hop per event.
-    Of the text deltas it sees the first, and all of them only if it has `wants_all_text` set
-    (the service's observer does when a session keeps the answer): a call per token is not free."""
+async def run_agent(plan: Plan, provider: Provider, *, observe: Observer = _ignore) -> AsyncIterator[list[Event]]:
+    """The streaming run. Yields what the client sees, in batches: the events of one upstream
+    read together (text, reasoning, client tool-call deltas), and last one batch ending with
+    the `Finish` and then the total `Usage`. A batch is never empty. Under load one read often
+    carries several tokens; the client then gets them in one write too, not one write (and one
+    syscall) each. `observe` is also shown the upstream calls and server-side tool calls and
+    results (for the ledger), without a generator hop per event. Of the text deltas it sees the
+    first, and all of them only if it has `wants_all_text` set (the service's observer does when
+    a session keeps the answer): a call per token is not free."""
     messages = list(plan.messages)
     usage = Usage()
     tool_choice = plan.tool_choice
@@ -162,7 +166,7 @@ async def run_agent(plan: Plan, provider: Provider, *, observe: Observer = _igno
             more = True
             while more:
                 # The reads and their decoding happen in this frame: one generator layer fewer
-                # per token than iterating a provider's own generator.
+                # per read than iterating a provider's own generator.
                 if upstream.done:
                     evs, more = upstream.end(), False
                 else:
@@ -175,13 +179,14 @@ async def run_agent(plan: Plan, provider: Provider, *, observe: Observer = _igno
                         if err is e:
                             raise
                         raise err from e
+                out: list[Event] = []
                 for ev in evs:
                     if type(ev) is TextDelta:
                         text.append(ev.text)
                         if see_text:
                             observe(ev)
                             see_text = all_text
-                        yield ev
+                        out.append(ev)
                     elif isinstance(ev, ToolCallDelta):
                         c = calls.setdefault(ev.index, _Call())
                         c.id = c.id or ev.id
@@ -192,46 +197,51 @@ async def run_agent(plan: Plan, provider: Provider, *, observe: Observer = _igno
                             if c.kind == "client":
                                 c.client_index = n_client
                                 n_client += 1
-                                out = ToolCallDelta(
+                                delta = ToolCallDelta(
                                     index=c.client_index,
                                     id=c.id or f"call_{step}_{ev.index}",
                                     name=c.name,
                                     arguments="".join(c.args),
                                 )
-                                observe(out)
-                                yield out
+                                observe(delta)
+                                out.append(delta)
                         elif c.kind == "client" and ev.arguments:
-                            out = ToolCallDelta(index=c.client_index, arguments=ev.arguments)
-                            observe(out)
-                            yield out
+                            delta = ToolCallDelta(index=c.client_index, arguments=ev.arguments)
+                            observe(delta)
+                            out.append(delta)
                     elif isinstance(ev, ReasoningDelta):
                         observe(ev)
-                        yield ev
+                        out.append(ev)
                     elif isinstance(ev, Finish):
                         reason = ev.reason
                     elif isinstance(ev, Usage):
                         usage.add(ev)
+                if out:
+                    yield out
         finally:
             await upstream.close()
+        last: list[Event] = []
         for idx, c in calls.items():
             if c.kind is None:  # a call that never named itself: show it to the client as-is
                 c.kind, c.client_index = "client", n_client
                 n_client += 1
-                out = ToolCallDelta(
+                delta = ToolCallDelta(
                     index=c.client_index, id=c.id or f"call_{step}_{idx}", name="", arguments="".join(c.args)
                 )
-                observe(out)
-                yield out
+                observe(delta)
+                last.append(delta)
         server = _server_calls(calls, step)
         finish = _finish(n_client, server, reason, step, plan.max_steps)
         if finish is not None:
-            yield Finish(finish)
+            last.append(Finish(finish))
             break
+        # (`last` is empty here: an unnamed call is a client call, and a client call finishes the run)
         messages.append(Message(role="assistant", content="".join(text) or None, tool_calls=server))
         await _run_server_tools(plan, server, messages, observe)
         tool_choice = _after_tools(tool_choice)
     observe(usage)
-    yield usage
+    last.append(usage)
+    yield last
 
 
 async def run_agent_whole(plan: Plan, provider: Provider, *, observe: Observer = _ignore) -> Completion:

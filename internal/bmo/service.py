@@ -117,13 +117,14 @@ class ActiveRun:
     provider: Provider
     observer: Observer
     bound: Bound | None = None
-    _events: AsyncIterator[Event] | None = None
+    _events: AsyncIterator[list[Event]] | None = None
 
     @property
     def warnings(self) -> list[str]:
         return self.plan.warnings
 
-    def stream(self) -> AsyncIterator[Event]:
+    def stream(self) -> AsyncIterator[list[Event]]:
+        """The run's events in batches, as `run_agent` yields them."""
         self._events = run_agent(self.plan, self.provider, observe=self.observer)
         return self._events
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -152,13 +153,11 @@ async def _stream(
     state: RequestState = request[STATE]
     it = run.stream().__aiter__()
     ka = _KeepAlive(request, resp, keepalive_s)
-    loop = asyncio.get_running_loop()
-    usage: Usage | None = None
     answer: list[str] | None = [] if state.info.content is not None else None
     try:
-        ev: Event | None = await it.__anext__()
+        batch: list[Event] | None = await it.__anext__()
     except StopAsyncIteration:
-        ev = None
+        batch = None
     except BmoError as e:
         run.failed(e)
         if not await ka.stop():
@@ -172,39 +171,11 @@ async def _stream(
         # The headers wait for the first output, so an early failure gets a real status (above).
         await ka.prepare()
         state.first_byte_sent = True
-        write = resp.write
-        # The role chunk goes out with the first token (and the headers, which aiohttp holds for
-        # the first write): one write and one segment for the client to wait on, not two.
-        head = chunks.start()
-        while ev is not None:
-            kind = type(ev)
-            if kind is TextDelta:
-                data = chunks.text(ev.text)  # type: ignore[union-attr]
-                if answer is not None:
-                    answer.append(ev.text)  # type: ignore[union-attr]
-            elif kind is ToolCallDelta:
-                data = chunks.tool_call(ev)  # type: ignore[arg-type]
-            elif kind is ReasoningDelta:
-                data = chunks.reasoning(ev.text)  # type: ignore[union-attr]
-            elif kind is Finish:
-                data = chunks.finish(ev.reason)  # type: ignore[union-attr]
-            else:
-                if kind is Usage:
-                    usage = ev  # type: ignore[assignment]
-                data = b""
-            if head:
-                data, head = head + data, b""
-            if data:
-                await write(data)
-            ka.last = loop.time()
-            try:
-                ev = await it.__anext__()
-            except StopAsyncIteration:
-                ev = None
+        usage, head = await asyncio.ensure_future(_relay(it, batch, chunks, resp, ka, answer))
         await run.finish()
         if usage is not None and include_usage:
             head += chunks.usage(usage)
-        await write(head + chunks.done())  # the usage chunk and [DONE] in one write
+        await resp.write(head + chunks.done())  # the usage chunk and [DONE] in one write
         if answer is not None and state.info.content is not None:
             state.info.content["answer"] = "".join(answer)
     except BmoError as e:
@@ -222,6 +193,55 @@ async def _stream(
     finally:
         ka.task.cancel()
     return resp
+
+
+async def _relay(
+    it: AsyncIterator[list[Event]],
+    batch: list[Event] | None,
+    chunks: ChunkStream,
+    resp: web.StreamResponse,
+    ka: _KeepAlive,
+    answer: list[str] | None,
+) -> tuple[Usage | None, bytes]:
+    """Render and write every batch of events from `batch` on, each batch in one write; returns
+    the run's usage and what is still to be written (the role chunk, when no event came).
+
+    `_stream` runs this in a task of its own: a task wakes for each upstream read, and every
+    coroutine it is awaiting through is resumed on each wake. In the handler's task that is
+    aiohttp's two frames, `_dispatch`, `chat_completions` and `_stream` above this loop, for
+    every read; here it is this loop alone. A client that goes away cancels the handler, and
+    asyncio cancels this task with it and lets it unwind (closing the upstream) first."""
+    loop = asyncio.get_running_loop()
+    write = resp.write
+    usage: Usage | None = None
+    # The role chunk goes out with the first token (and the headers, which aiohttp holds for
+    # the first write): one write and one segment for the client to wait on, not two.
+    head = chunks.start()
+    while batch is not None:
+        frames = [head] if head else []
+        head = b""
+        for ev in batch:
+            kind = type(ev)
+            if kind is TextDelta:
+                frames.append(chunks.text(ev.text))  # type: ignore[union-attr]
+                if answer is not None:
+                    answer.append(ev.text)  # type: ignore[union-attr]
+            elif kind is ToolCallDelta:
+                frames.append(chunks.tool_call(ev))  # type: ignore[arg-type]
+            elif kind is ReasoningDelta:
+                frames.append(chunks.reasoning(ev.text))  # type: ignore[union-attr]
+            elif kind is Finish:
+                frames.append(chunks.finish(ev.reason))  # type: ignore[union-attr]
+            elif kind is Usage:
+                usage = ev  # type: ignore[assignment]
+        if frames:
+            await write(frames[0] if len(frames) == 1 else b"".join(frames))
+        ka.last = loop.time()
+        try:
+            batch = await it.__anext__()
+        except StopAsyncIteration:
+            batch = None
+    return usage, head
 
 
 async def _fail(resp: web.StreamResponse, chunks: ChunkStream, err: BmoError, state: RequestState) -> None:
