@@ -15,6 +15,10 @@
 #                                    same-core A/B of two trees (proxy | floor | worktree | rev):
 #                                    both gateways loaded at once on one core, median CPU ratio
 #                                    B/A; tells a 3 % change from noise (scripts/bench/ab.py)
+#   scripts/bench.sh --calls [SPEC ...]
+#                                    function calls per request and per token of each gateway
+#                                    (default: proxy floor worktree), under cProfile: the same
+#                                    on every run, noisy machine or not (scripts/bench/calls.py)
 #
 # Everything binds 127.0.0.1. Every process started is stopped on exit, failure, Ctrl-C or TERM.
 set -euo pipefail
@@ -61,6 +65,9 @@ trap 'exit 143' TERM
 if [ "${1:-}" = "--ab" ]; then
   shift
   "$PY" scripts/bench/ab.py --workdir "$WORK" --pidfile "$PIDFILE" "$@" &
+elif [ "${1:-}" = "--calls" ]; then
+  shift
+  "$PY" scripts/bench/calls.py --workdir "$WORK" --pidfile "$PIDFILE" "$@" &
 else
   BENCH_CMD="scripts/bench.sh${*:+ $*}" BENCH_WORKDIR="$WORK" BENCH_PIDFILE="$PIDFILE" \
     "$PY" scripts/bench/run.py "$@" &

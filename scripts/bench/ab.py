@@ -40,17 +40,18 @@ STREAM_TOKENS, STREAM_DELAY_MS = 200, 5.0
 PLAIN_TOKENS = 32
 
 
-def start(procs: Procs, spec: str, name: str, upstream: Proc, core: int | None) -> Proc:
+def start(procs: Procs, spec: str, name: str, upstream: Proc, core: int | None, profile: Path | None = None) -> Proc:
+    """`profile`: the gateway runs under calls.py's profiler, which writes there."""
     if spec == "proxy":
-        return targets.start_proxy(procs, upstream, core, name=name)
+        return targets.start_proxy(procs, upstream, core, name=name, profile=profile)
     if spec == "floor":
-        return targets.start_floor(procs, upstream, KEY, core, name=name)
+        return targets.start_floor(procs, upstream, KEY, core, name=name, profile=profile)
     src = None
     if (Path(spec) / "internal" / "bmo").is_dir():
         src = Path(spec)  # a tree of its own (a copy with an experiment in it)
     elif spec != "worktree":
         src, _ = export_rev(spec, procs.workdir / f"{name}-src")
-    return targets.start_bmo(procs, upstream, KEY, core, src, name=name)
+    return targets.start_bmo(procs, upstream, KEY, core, src, name=name, profile=profile)
 
 
 def configure(upstream: Proc, tokens: int, delay_ms: float) -> None:

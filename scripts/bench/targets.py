@@ -34,6 +34,11 @@ def pin_prefix(core: int | None) -> list[str]:
     return ["taskset", "-c", str(core)] if core is not None and shutil.which("taskset") else []
 
 
+def python(profile: Path | None) -> list[str]:
+    """How a Python gateway is started: plainly, or under calls.py's profiler (`--calls`)."""
+    return [PY] if profile is None else [PY, str(HERE / "calls.py"), "--profiled", str(profile), "--"]
+
+
 @dataclass
 class Proc:
     name: str
@@ -130,20 +135,24 @@ def start_upstream(procs: Procs, core: int | None) -> Proc:
     return p
 
 
-def start_proxy(procs: Procs, upstream: Proc, core: int | None, name: str = "raw-proxy") -> Proc:
+def start_proxy(
+    procs: Procs, upstream: Proc, core: int | None, name: str = "raw-proxy", profile: Path | None = None
+) -> Proc:
     port = free_port()
-    cmd = [*pin_prefix(core), PY, str(HERE / "proxy.py"), "--port", str(port), "--upstream", upstream.url]
+    cmd = [*pin_prefix(core), *python(profile), str(HERE / "proxy.py"), "--port", str(port), "--upstream", upstream.url]
     p = procs.start(name, cmd)
     p.url = f"http://127.0.0.1:{port}"
     wait_ready(p)
     return p
 
 
-def start_floor(procs: Procs, upstream: Proc, key: str, core: int | None, name: str = "floor") -> Proc:
+def start_floor(
+    procs: Procs, upstream: Proc, key: str, core: int | None, name: str = "floor", profile: Path | None = None
+) -> Proc:
     """floor.py: bmo's own work on the benchmark's path, by hand (the least bmo could cost)."""
     port = free_port()
     db = procs.workdir / f"{name}.db"
-    cmd = [*pin_prefix(core), PY, str(HERE / "floor.py"), "--port", str(port), "--upstream", upstream.url]
+    cmd = [*pin_prefix(core), *python(profile), str(HERE / "floor.py"), "--port", str(port), "--upstream", upstream.url]
     p = procs.start(name, [*cmd, "--db", str(db), "--key", key])
     p.url = f"http://127.0.0.1:{port}"
     wait_ready(p)
@@ -168,7 +177,13 @@ def bmo_binary() -> Path:
 
 
 def start_bmo(
-    procs: Procs, upstream: Proc, key: str, core: int | None, src: Path | None = None, name: str = "bmo"
+    procs: Procs,
+    upstream: Proc,
+    key: str,
+    core: int | None,
+    src: Path | None = None,
+    name: str = "bmo",
+    profile: Path | None = None,
 ) -> Proc:
     """bmo from this checkout, or from `src` (a tree holding internal/bmo, e.g. an older commit)."""
     home = procs.workdir / f"{name}-home"
@@ -179,7 +194,8 @@ def start_bmo(
     env = {"BMO_HOME": str(home), "BMO_API_KEY": key, "COLUMNS": "200", "NO_COLOR": "1"}
     if src is not None:
         env["PYTHONPATH"] = str(src.resolve() / "internal")  # ahead of the editable install
-    p = procs.start(name, [*pin_prefix(core), str(bmo_binary()), "serve", "--port", str(port)], env)
+    exe = [str(bmo_binary())] if profile is None else [*python(profile), "-m", "bmo"]
+    p = procs.start(name, [*pin_prefix(core), *exe, "serve", "--port", str(port)], env)
     p.url = f"http://127.0.0.1:{port}"
     wait_ready(p)
     return p
