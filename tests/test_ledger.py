@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import sqlite3
 import threading
 import time
@@ -12,6 +13,7 @@ import aiohttp
 import httpx
 import pytest
 
+from bmo.recorder import AccessLog
 from conftest import AGENTS, upstream_config
 from fakes import BmoServer, FakeUpstream, LoopThread, Step
 from golden import assert_golden
@@ -320,3 +322,21 @@ async def test_a_full_ledger_queue_drops_and_counts_then_writes_the_rest(tmp_pat
     await writer.close()
     assert await ledger.count_runs(db) == 4
     await db.close()
+
+
+def test_text_access_line_quotes_only_what_needs_it() -> None:
+    """One `key=value` per field; a value that is empty or holds a space or a quote is a JSON
+    string, and a missing one is `-`, so the line still splits on spaces."""
+    out = io.BytesIO()
+    log = AccessLog("text", out=out)  # no running loop: each line is written at once
+    log.emit(
+        "openai_compat.fired",
+        {"request_id": "req_1", "agent": None, "client_ua": "OpenAI/Python 1.2", "route": "/v1/chat/completions"},
+    )
+    log.emit("openai_compat.action", {"status": 200, "error_code": None, "duration_ms": 1.5, "note": "", "q": 'a"b'})
+    first, second = out.getvalue().decode().splitlines()
+    assert first.endswith(
+        ' INFO bmo.access: openai_compat.fired request_id=req_1 agent=- client_ua="OpenAI/Python 1.2"'
+        " route=/v1/chat/completions"
+    )
+    assert second.endswith(' openai_compat.action status=200 error_code=- duration_ms=1.5 note="" q="a\\"b"')

@@ -54,8 +54,13 @@ class AccessLog:
             if second != self._second:  # strftime once a second, not once a line
                 self._second = second
                 self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-            kv = " ".join([f"{k}={_kv(v)}" for k, v in fields.items()])
-            line = f"{self._stamp},{int(now * 1000) % 1000:03d} INFO bmo.access: {event} {kv}".encode()
+            parts = [f"{self._stamp},{int(now * 1000) % 1000:03d} INFO bmo.access: {event}"]
+            for k, v in fields.items():  # a value is quoted when it is empty or has a space or a quote
+                s = "-" if v is None else v if type(v) is str else str(v)
+                if v is not None and (not s or " " in s or '"' in s):
+                    s = orjson.dumps(s).decode()
+                parts.append(f"{k}={s}")
+            line = " ".join(parts).encode()
         self._buf.append(line + b"\n")
         if len(self._buf) >= FLUSH_LINES:
             self.flush()
@@ -80,13 +85,6 @@ class AccessLog:
             self.out.flush()
         except (OSError, ValueError):  # stderr closed or gone: logging must never fail a request
             pass
-
-
-def _kv(v: Any) -> str:
-    if v is None:
-        return "-"
-    s = v if type(v) is str else str(v)
-    return orjson.dumps(s).decode() if (" " in s or '"' in s or not s) else s
 
 
 class Recorder:

@@ -61,9 +61,11 @@ def session_name(headers: Mapping[str, str], req: ChatRequest, cfg: Config, agen
     name = headers.get("X-BMO-Session")
     if name and name.strip():
         return _checked(name.strip(), "X-BMO-Session"), "header"
+    chat_id = headers.get("X-OpenWebUI-Chat-Id")
+    if not chat_id and not req.user:
+        return None  # the common case: nothing here could name a session
     policy = {"from_openwebui_chat_id": cfg.sessions.from_openwebui_chat_id, "from_user": cfg.sessions.from_user}
     policy.update({k: bool(v) for k, v in agent.session.items() if k in policy})
-    chat_id = headers.get("X-OpenWebUI-Chat-Id")
     if policy["from_openwebui_chat_id"] and chat_id and chat_id.strip():
         return _checked("owui:" + chat_id.strip(), "X-OpenWebUI-Chat-Id"), "openwebui"
     if policy["from_user"] and req.user:
@@ -81,8 +83,10 @@ def is_background_task(req: ChatRequest) -> bool:
     """Open WebUI's title/tags/follow-up/query generation: stateless, never in a transcript."""
     if req.metadata and req.metadata.get("task"):
         return True
-    last_user = next((m for m in reversed(req.messages) if m.role == "user"), None)
-    return last_user is not None and last_user.text().lstrip().startswith("### Task:")
+    for m in reversed(req.messages):
+        if m.role == "user":
+            return m.text().lstrip().startswith("### Task:")
+    return False
 
 
 @dataclass(slots=True)

@@ -107,7 +107,9 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     app_state = request.app[RUNTIME]
     t0 = time.monotonic()
     wall = time.time()
-    st = RequestState(info=RunInfo(request_id=app_state.ids.request_id(), route="unmatched", started=t0))
+    st = RequestState(
+        info=RunInfo(request_id=app_state.ids.request_id(), route="unmatched", started=t0), server=app_state
+    )
     request[STATE] = st
     if request.method == "OPTIONS":
         return _preflight(request)

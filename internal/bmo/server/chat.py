@@ -22,7 +22,7 @@ from bmo.errors import BmoError, InternalError
 from bmo.protocol.openai import ChunkStream, parse_chat_request, parse_json_body, to_completion
 from bmo.protocol.openai_upstream import message_obj
 from bmo.protocol.sse import KEEPALIVE
-from bmo.server.context import RUNTIME, STATE, RequestState
+from bmo.server.context import STATE, RequestState
 from bmo.server.http import json_response, read_body
 from bmo.server.recording import fire
 from bmo.service import ActiveRun
@@ -55,8 +55,8 @@ def _no_retry(err: BmoError, run: ActiveRun) -> BmoError:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    rt = request.app[RUNTIME]
     state: RequestState = request[STATE]
+    rt = state.server
     raw = await read_body(request, rt.max_body)
     req = parse_chat_request(parse_json_body(raw))
     state.model_requested = req.model
@@ -71,7 +71,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             if rt.runtime.recorder.store_content:
                 state.info.content = {"messages": raw_messages(req), "answer": None}
             if req.stream:
-                return await _stream(request, run, req.model, req.include_usage, rt.keepalive_s)
+                return await _stream(request, state, run, req.model, req.include_usage, rt.keepalive_s)
             return await _whole(run, req.model)
         finally:
             await run.close()
@@ -146,11 +146,10 @@ class _KeepAlive:
 
 
 async def _stream(
-    request: web.Request, run: ActiveRun, model: str, include_usage: bool, keepalive_s: float
+    request: web.Request, state: RequestState, run: ActiveRun, model: str, include_usage: bool, keepalive_s: float
 ) -> web.StreamResponse:
     chunks = ChunkStream(run.info.completion_id, int(time.time()), model, include_usage)
     resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **_run_headers(run)})
-    state: RequestState = request[STATE]
     it = run.stream().__aiter__()
     ka = _KeepAlive(request, resp, keepalive_s)
     answer: list[str] | None = [] if state.info.content is not None else None

@@ -30,6 +30,7 @@ class ServerState:
 @dataclass(slots=True)
 class RequestState:
     info: RunInfo
+    server: ServerState  # the app's, here so that the hot path needs no `request.app[...]` lookup
     route: str = "unmatched"
     principal: Principal | None = None
     tail: str = ""

@@ -8,7 +8,7 @@ import time
 from aiohttp import web
 
 from bmo.runs import RunRecord, outcome_for
-from bmo.server.context import RUNTIME, RequestState
+from bmo.server.context import RequestState
 
 log = logging.getLogger("bmo.server")
 
@@ -17,8 +17,7 @@ def fire(request: web.Request, st: RequestState) -> None:
     """The `openai_compat.fired` line: once per request, when it is accepted."""
     if not st.fired:
         st.fired = True
-        rt = request.app[RUNTIME].runtime
-        rt.recorder.fired(st.info.request_id, st.route, st.info.agent, request.headers.get("User-Agent"))
+        st.server.runtime.recorder.fired(st.info.request_id, st.route, st.info.agent, request.headers.get("User-Agent"))
 
 
 def record(request: web.Request, st: RequestState, status: int, wall: float) -> None:
@@ -55,6 +54,6 @@ def record(request: web.Request, st: RequestState, status: int, wall: float) -> 
             events=info.events,
             content=info.content,
         )
-        request.app[RUNTIME].runtime.recorder.finish(record)
+        st.server.runtime.recorder.finish(record)
     except Exception:  # a ledger failure never fails a request
         log.exception("could not record run %s", st.info.request_id)
