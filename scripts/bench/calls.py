@@ -31,7 +31,13 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from targets import Proc, Procs
+
+# The harness's own modules (targets, ab, driver…) are imported inside the functions that use
+# them: with `--profiled` this file runs inside the gateway, which should load nothing of ours.
 
 STREAM_TOKENS, STREAM_DELAY_MS = 200, 5.0
 PLAIN_TOKENS = 32
@@ -82,7 +88,7 @@ def counts(path: Path) -> tuple[int, int, dict[str, int]]:
     return py, c, own
 
 
-def window(gw: Any, out: Path, load: list[str], procs: Any, name: str) -> tuple[dict[str, Any], Path]:
+def window(gw: Proc, out: Path, load: list[str], procs: Procs, name: str) -> tuple[dict[str, Any], Path]:
     """Profile `gw` while `load` runs to its end; returns the load's result and the profile."""
     import orjson
 
