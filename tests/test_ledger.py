@@ -14,6 +14,9 @@ import httpx
 import pytest
 
 from bmo.recorder import AccessLog
+from bmo.runs import RunRecord
+from bmo.store.db import Database
+from bmo.store.ledger import LedgerWriter
 from conftest import AGENTS, upstream_config
 from fakes import BmoServer, FakeUpstream, LoopThread, Step
 from golden import assert_golden
@@ -340,3 +343,11 @@ def test_text_access_line_quotes_only_what_needs_it() -> None:
         " route=/v1/chat/completions"
     )
     assert second.endswith(' openai_compat.action status=200 error_code=- duration_ms=1.5 note="" q="a\\"b"')
+
+
+def test_queue_depth_counts_runs_waiting_for_the_writer(tmp_path: Any) -> None:
+    """Posture and /metrics show the backlog as soon as runs wait, not only once the writer wakes."""
+    writer = LedgerWriter(Database(tmp_path / "ledger.db"))  # not started: every run waits
+    for i in range(3):
+        writer.submit(RunRecord(request_id=f"req_{i}", started_at=0.0, route=CHAT, method="POST"))
+    assert writer.persistence.queue_depth == 3

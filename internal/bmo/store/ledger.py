@@ -106,6 +106,7 @@ class LedgerWriter:
             self._drop(1, "the ledger queue is full (the disk is slower than the traffic)")
             return
         pending.append(record)
+        self.persistence.queue_depth = len(pending)  # posture and /metrics see the backlog at once
         if len(pending) == 1:
             self._idle.clear()
             self._wake.set()
@@ -132,13 +133,15 @@ class LedgerWriter:
             if len(self._pending) < BATCH:
                 await asyncio.sleep(FLUSH_S)  # let a batch gather: one transaction per ~50 ms
             while self._pending:
-                batch = self._pending[:BATCH]
-                del self._pending[:BATCH]
-                self.persistence.queue_depth = len(self._pending)
-                await self._write(batch)
-            self.persistence.queue_depth = 0
-            if not self._pending:
-                self._idle.set()
+                await self._write(self._take())
+            self._idle.set()  # nothing awaited since the loop found the list empty
+
+    def _take(self) -> list[RunRecord]:
+        """The next batch off the list (at most BATCH runs, oldest first)."""
+        batch = self._pending[:BATCH]
+        del self._pending[:BATCH]
+        self.persistence.queue_depth = len(self._pending)
+        return batch
 
     async def _write(self, batch: list[RunRecord]) -> None:
         try:
@@ -166,10 +169,7 @@ class LedgerWriter:
             await self._task
         self._task = None
         while self._pending:  # what the timeout above left behind
-            batch = self._pending[:BATCH]
-            del self._pending[:BATCH]
-            await self._write(batch)
-        self.persistence.queue_depth = 0
+            await self._write(self._take())
 
 
 async def prune(db: Database, retention_days: float, *, now: float | None = None) -> int:
