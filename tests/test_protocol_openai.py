@@ -7,7 +7,7 @@ import dataclasses
 import orjson
 import pytest
 
-from bmo.chat import Completion, Finish, ToolCall, ToolCallDelta, Usage
+from bmo.chat import Completion, Finish, ToolCall, ToolCallDelta, ToolChoice, Usage
 from bmo.errors import (
     AuthenticationError,
     InvalidRequest,
@@ -81,7 +81,7 @@ def test_legacy_functions_become_tools() -> None:
         }
     )
     assert [t.name for t in req.tools] == ["f"]
-    assert req.tool_choice == {"type": "function", "function": {"name": "f"}}
+    assert req.tool_choice == ToolChoice("tool", "f")
 
 
 @pytest.mark.parametrize(
@@ -197,7 +197,12 @@ def test_error_bodies_golden() -> None:
 def test_upstream_body_and_answers() -> None:
     req = parse_chat_request(FULL_REQUEST)
     body = to_upstream_body(
-        model="gpt-x", messages=req.messages, params=req.params, tools=req.tools, tool_choice="auto", stream=True
+        model="gpt-x",
+        messages=req.messages,
+        params=req.params,
+        tools=req.tools,
+        tool_choice=ToolChoice("auto"),
+        stream=True,
     )
     assert body["stream_options"] == {"include_usage": True}
     assert_golden("upstream_request.json", body)

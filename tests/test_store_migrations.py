@@ -14,7 +14,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bmo.errors import ServerError
+from bmo.errors import Unavailable
 from bmo.store.db import Database
 from bmo.store.migrations import MIGRATIONS, latest_version, migrate, split_statements
 
@@ -139,19 +139,19 @@ async def test_a_file_from_a_newer_bmo_is_refused(tmp_path: Path) -> None:
     conn.execute("INSERT INTO schema_migrations VALUES (?, 'future', 0)", (latest_version() + 1,))
     conn.commit()
     conn.close()
-    with pytest.raises(ServerError) as e:
+    with pytest.raises(Unavailable) as e:
         await open_db(path)
     assert "newer" in e.value.message and e.value.code == "store_unavailable"
 
 
 async def test_a_path_that_cannot_be_a_database_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "not-a-folder").write_text("x")
-    with pytest.raises(ServerError) as e:
+    with pytest.raises(Unavailable) as e:
         await open_db(tmp_path / "not-a-folder" / "bmo.db")
     assert "not-a-folder" in e.value.message
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(ServerError) as e:
+    with pytest.raises(Unavailable) as e:
         await open_db(garbage)
     assert str(garbage) in e.value.message
 

@@ -109,16 +109,21 @@ class RateLimited(BmoError):
 
 
 class UpstreamError(BmoError):
-    """The upstream LLM failed; `upstream_status` is what it answered (None: no answer)."""
+    """The upstream LLM failed; `upstream_status` is what it answered (None: no answer), and
+    `upstream_type` the error type it named, for a client of the same wire (Claude Code's
+    recovery matches on Anthropic's own error types and wording)."""
 
     status = 502
     type = "upstream_error"
     code = "upstream_error"
     outcome = "upstream_error"
 
-    def __init__(self, message: str, *, upstream_status: int | None = None, **kw: Any) -> None:
+    def __init__(
+        self, message: str, *, upstream_status: int | None = None, upstream_type: str | None = None, **kw: Any
+    ) -> None:
         super().__init__(message, **kw)
         self.upstream_status = upstream_status
+        self.upstream_type = upstream_type
 
 
 class UpstreamTimeout(UpstreamError):
@@ -127,7 +132,9 @@ class UpstreamTimeout(UpstreamError):
     outcome = "timeout"
 
 
-class ServerError(BmoError):
+class Unavailable(BmoError):
+    """bmo cannot serve this now (its store is unusable, it is shutting down): 503."""
+
     status = 503
     type = "server_error"
     code = "store_unavailable"

@@ -21,5 +21,6 @@ class Ids:
     def request_id(self) -> str:
         return f"req_{self._prefix}{self._next():012x}"
 
-    def completion_id(self) -> str:
-        return f"chatcmpl-{self._prefix}{self._next():012x}"
+    def reply_id(self) -> str:
+        """The id of an answer, after its dialect's prefix (`chatcmpl-`, `msg_`)."""
+        return f"{self._prefix}{self._next():012x}"

@@ -3,7 +3,9 @@
 It knows nothing of HTTP or the store. `run_agent` streams what the client sees, in batches (the
 events of one upstream read): text and reasoning deltas, client tool-call deltas (re-indexed so
 the client sees 0, 1, 2…), exactly one `Finish`, and last the `Usage` summed over every upstream
-call. `run_agent_whole` returns the same answer in one piece. Both show every event, including
+call. `run_agent_whole` returns the same answer in one piece. Each mode reads its upstream its own
+way (a stream, or one whole answer: the cheapest for each); everything else — the conversation,
+the decision after each call, the server-side tools — is the one `_Steps`. Both show every event, including
 `UpstreamCall` and `ServerToolCall`/`ServerToolResult`, to an `observe` callback (the service
 feeds the ledger from it): a plain call per event is far cheaper than another generator layer
 per token.
@@ -26,17 +28,25 @@ import orjson
 
 from bmo.agents import AgentSpec
 from bmo.chat import (
+    END,
+    LENGTH,
+    STOP_SEQUENCE,
+    TOOL_CALLS,
     ChatRequest,
     Completion,
     Event,
     Finish,
     Message,
     ReasoningDelta,
+    RedactedThinking,
     ServerToolCall,
     ServerToolResult,
     TextDelta,
+    Thinking,
+    ThinkingSignature,
     ToolCall,
     ToolCallDelta,
+    ToolChoice,
     ToolSpec,
     UpstreamCall,
     Usage,
@@ -59,9 +69,10 @@ class Plan:
     tools: list[ToolSpec]
     server_tools: dict[str, Tool]
     client_tools: frozenset[str]
-    tool_choice: Any
+    tool_choice: ToolChoice | None
     max_steps: int
     warnings: list[str] = field(default_factory=list)
+    beta: str | None = None
 
 
 def plan_run(
@@ -72,7 +83,7 @@ def plan_run(
     system_policy: str,
     max_steps: int,
 ) -> Plan:
-    warnings: list[str] = []
+    warnings = req.warnings  # what the parser dropped, then what the plan drops
     messages: list[Message] = []
     if agent.system:
         messages.append(Message(role="system", content=agent.system))
@@ -119,6 +130,7 @@ def plan_run(
         tool_choice=req.tool_choice,
         max_steps=agent.max_steps or max_steps,
         warnings=warnings,
+        beta=req.beta,
     )
 
 
@@ -138,6 +150,63 @@ def _ignore(ev: Event) -> None:
     return None
 
 
+class _Steps:
+    """What both modes share: one run's conversation across its upstream calls, and the one
+    decision after each call (`after`): finish with a stop reason, or run the server-side tools
+    the model asked for and call it again."""
+
+    __slots__ = ("plan", "provider", "observe", "messages", "usage", "tool_choice", "step")
+
+    def __init__(self, plan: Plan, provider: Provider, observe: Observer) -> None:
+        self.plan = plan
+        self.provider = provider
+        self.observe = observe
+        self.messages = list(plan.messages)
+        self.usage = Usage()
+        self.tool_choice = plan.tool_choice
+        self.step = 0
+
+    def call(self) -> ModelCall:
+        """The next upstream call."""
+        self.step += 1
+        plan = self.plan
+        self.observe(UpstreamCall(step=self.step, route=plan.agent.model))
+        return ModelCall(
+            model=plan.agent.upstream_model,
+            messages=self.messages,
+            params=plan.params,
+            tools=plan.tools,
+            tool_choice=self.tool_choice,
+            beta=plan.beta,
+        )
+
+    async def after(
+        self, text: str, thinking: list[Thinking] | None, n_client: int, server: list[ToolCall], reason: str
+    ) -> str | None:
+        """The run's stop reason, or None when the server-side tools have run and the model must be
+        called again. A client call ends the run; so does a turn with no server call, or the
+        last step the agent allows (cut short: `length`)."""
+        if n_client:
+            return TOOL_CALLS
+        if not server:
+            return END if reason == TOOL_CALLS else reason
+        if self.step >= self.plan.max_steps:
+            return LENGTH  # the model still wanted tools: the answer is cut short
+        self.messages.append(Message(role="assistant", content=text or None, tool_calls=server, thinking=thinking))
+        for tc in server:
+            self.observe(ServerToolCall(tc))
+            result = await _run_tool(self.plan.server_tools[tc.name], tc)
+            self.observe(result)
+            self.messages.append(
+                Message(role="tool", content=result.output, tool_call_id=tc.id, is_error=result.is_error)
+            )
+        # a forced choice applies to the first turn only, or the loop never ends
+        tc_ = self.tool_choice
+        if tc_ is not None and tc_.mode in ("required", "tool"):
+            self.tool_choice = ToolChoice("auto", parallel=tc_.parallel)
+        return None
+
+
 async def run_agent(plan: Plan, provider: Provider, *, observe: Observer = _ignore) -> AsyncIterator[list[Event]]:
     """The streaming run. Yields what the client sees, in batches: the events of one upstream
     read together (text, reasoning, client tool-call deltas), and last one batch ending with
@@ -147,20 +216,18 @@ async def run_agent(plan: Plan, provider: Provider, *, observe: Observer = _igno
     results (for the ledger), without a generator hop per event. Of the text deltas it sees the
     first, and all of them only if it has `wants_all_text` set (the service's observer does when
     a session keeps the answer): a call per token is not free."""
-    messages = list(plan.messages)
-    usage = Usage()
-    tool_choice = plan.tool_choice
+    steps = _Steps(plan, provider, observe)
     all_text = getattr(observe, "wants_all_text", True)
     see_text = True
-    step = 0
+    stop_sequence: str | None = None
     while True:
-        step += 1
-        observe(UpstreamCall(step=step, route=plan.agent.model))
         calls: dict[int, _Call] = {}
         n_client = 0
         text: list[str] = []
-        reason = "stop"
-        upstream = await provider.open_stream(_call(plan, messages, tool_choice))
+        thinking: list[Thinking] = []
+        reasoning: list[str] = []
+        reason = END
+        upstream = await provider.open_stream(steps.call())
         try:
             reads = upstream.reads().__aiter__()
             more = True
@@ -199,7 +266,7 @@ async def run_agent(plan: Plan, provider: Provider, *, observe: Observer = _igno
                                 n_client += 1
                                 delta = ToolCallDelta(
                                     index=c.client_index,
-                                    id=c.id or f"call_{step}_{ev.index}",
+                                    id=c.id or f"call_{steps.step}_{ev.index}",
                                     name=c.name,
                                     arguments="".join(c.args),
                                 )
@@ -210,12 +277,20 @@ async def run_agent(plan: Plan, provider: Provider, *, observe: Observer = _igno
                             observe(delta)
                             out.append(delta)
                     elif isinstance(ev, ReasoningDelta):
+                        reasoning.append(ev.text)
                         observe(ev)
                         out.append(ev)
+                    elif isinstance(ev, ThinkingSignature):
+                        thinking.append(Thinking("".join(reasoning), ev.signature))
+                        reasoning.clear()
+                        out.append(ev)
+                    elif isinstance(ev, RedactedThinking):
+                        thinking.append(Thinking(redacted=ev.data))
+                        out.append(ev)
                     elif isinstance(ev, Finish):
-                        reason = ev.reason
+                        reason, stop_sequence = ev.reason, ev.stop_sequence
                     elif isinstance(ev, Usage):
-                        usage.add(ev)
+                        steps.usage.add(ev)
                 if out:
                     yield out
         finally:
@@ -226,69 +301,55 @@ async def run_agent(plan: Plan, provider: Provider, *, observe: Observer = _igno
                 c.kind, c.client_index = "client", n_client
                 n_client += 1
                 delta = ToolCallDelta(
-                    index=c.client_index, id=c.id or f"call_{step}_{idx}", name="", arguments="".join(c.args)
+                    index=c.client_index, id=c.id or f"call_{steps.step}_{idx}", name="", arguments="".join(c.args)
                 )
                 observe(delta)
                 last.append(delta)
-        server = _server_calls(calls, step)
-        finish = _finish(n_client, server, reason, step, plan.max_steps)
+        if reasoning:
+            thinking.append(Thinking("".join(reasoning)))
+        server = _server_calls(calls, steps.step)
+        finish = await steps.after("".join(text), thinking or None, n_client, server, reason)
         if finish is not None:
-            last.append(Finish(finish))
+            last.append(Finish(finish, stop_sequence if finish == STOP_SEQUENCE else None))
             break
         # (`last` is empty here: an unnamed call is a client call, and a client call finishes the run)
-        messages.append(Message(role="assistant", content="".join(text) or None, tool_calls=server))
-        await _run_server_tools(plan, server, messages, observe)
-        tool_choice = _after_tools(tool_choice)
-    observe(usage)
-    last.append(usage)
+    observe(steps.usage)
+    last.append(steps.usage)
     yield last
 
 
 async def run_agent_whole(plan: Plan, provider: Provider, *, observe: Observer = _ignore) -> Completion:
     """The same run for a client that asked for one whole answer: no generator per event, one
     `complete()` per upstream call. Returns what the client sees, usage summed over every call."""
-    messages = list(plan.messages)
-    usage = Usage()
-    tool_choice = plan.tool_choice
+    steps = _Steps(plan, provider, observe)
     text: list[str] = []
     reasoning: list[str] = []
-    step = 0
+    thinking: list[Thinking] = []
     while True:
-        step += 1
-        observe(UpstreamCall(step=step, route=plan.agent.model))
-        done = await provider.complete(_call(plan, messages, tool_choice))
-        usage.add(done.usage)
+        done = await provider.complete(steps.call())
+        steps.usage.add(done.usage)
         if done.reasoning:
             reasoning.append(done.reasoning)
+        if done.thinking:
+            thinking += done.thinking
         if done.content:
             text.append(done.content)
         client = [tc for tc in done.tool_calls if tc.name not in plan.server_tools]
         server = [tc for tc in done.tool_calls if tc.name in plan.server_tools]
-        if client or not server or step >= plan.max_steps:
-            finish = _finish(len(client), server, done.finish_reason, step, plan.max_steps) or "stop"
+        finish = await steps.after(done.content or "", done.thinking, len(client), server, done.finish_reason)
+        if finish is not None:
             answer = Completion(
                 content="".join(text),
                 tool_calls=client,
                 finish_reason=finish,
-                usage=usage,
+                usage=steps.usage,
                 reasoning="".join(reasoning) or None,
+                thinking=thinking or None,
+                stop_sequence=done.stop_sequence if finish == STOP_SEQUENCE else None,
             )
             for ev in answer.events():
                 observe(ev)
             return answer
-        messages.append(Message(role="assistant", content=done.content or None, tool_calls=server))
-        await _run_server_tools(plan, server, messages, observe)
-        tool_choice = _after_tools(tool_choice)
-
-
-def _call(plan: Plan, messages: list[Message], tool_choice: Any) -> ModelCall:
-    return ModelCall(
-        model=plan.agent.upstream_model,
-        messages=messages,
-        params=plan.params,
-        tools=plan.tools,
-        tool_choice=tool_choice,
-    )
 
 
 def _server_calls(calls: dict[int, _Call], step: int) -> list[ToolCall]:
@@ -297,30 +358,6 @@ def _server_calls(calls: dict[int, _Call], step: int) -> list[ToolCall]:
         for i, c in sorted(calls.items())
         if c.kind == "server"
     ]
-
-
-def _finish(n_client: int, server: list[ToolCall], reason: str, step: int, max_steps: int) -> str | None:
-    """The run's finish_reason, or None when server-side tools must run and the loop go on."""
-    if n_client:
-        return "tool_calls"
-    if not server:
-        return "stop" if reason == "tool_calls" else reason
-    if step >= max_steps:
-        return "length"  # the model still wanted tools: the answer is cut short
-    return None
-
-
-def _after_tools(tool_choice: Any) -> Any:
-    # a forced choice applies to the first turn only, or the loop never ends
-    return "auto" if isinstance(tool_choice, dict) or tool_choice == "required" else tool_choice
-
-
-async def _run_server_tools(plan: Plan, server: list[ToolCall], messages: list[Message], observe: Observer) -> None:
-    for tc in server:
-        observe(ServerToolCall(tc))
-        result = await _run_tool(plan.server_tools[tc.name], tc)
-        observe(result)
-        messages.append(Message(role="tool", content=result.output, tool_call_id=tc.id))
 
 
 async def _run_tool(tool: Tool, tc: ToolCall) -> ServerToolResult:

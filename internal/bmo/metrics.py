@@ -10,8 +10,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import defaultdict
 
-from bmo.posture import Persistence
-from bmo.runs import RunRecord
+from bmo.runs import Persistence, RunRecord
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 

@@ -11,36 +11,19 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from bmo import __version__
 from bmo.config import Config
-from bmo.runs import RunRecord
+from bmo.runs import Persistence, RunRecord
+
+__all__ = ["Persistence", "PostureWindow", "build_posture"]
 
 WINDOW_S = 3600  # posture speaks of the last hour...
 WINDOW_MAX = 20_000  # ...or of this many runs, whichever is fewer: memory stays bounded
 RECENT = 10
 INFERENCE_ROUTES = ["/v1/chat/completions"]  # what this build serves; grows with each wire format
 TOP_UAS = 5
-
-
-@dataclass(slots=True)
-class Persistence:
-    state: str = "ok"  # ok | degraded (sticky until a write succeeds again)
-    last_error: str | None = None
-    dropped_rows: int = 0  # since the store last went degraded
-    written_rows: int = 0
-    queue_depth: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "last_error": self.last_error,
-            "dropped_rows": self.dropped_rows,
-            "written_rows": self.written_rows,
-            "queue_depth": self.queue_depth,
-        }
 
 
 class PostureWindow:

@@ -1,6 +1,7 @@
 """The run ledger's records (layer 0, stdlib only): one `RunRecord` per request on a compat
-route, with its ordered `RunEvent`s. The store writes them, posture aggregates them, the HTTP
-API and the CLI render `to_json()` — the one public shape of a run (SPEC §6).
+route, with its ordered `RunEvent`s, and the ledger's `Persistence`. The store writes them,
+posture aggregates them, the HTTP API and the CLI render `to_json()` — the one public shape of a
+run (SPEC §6).
 """
 
 from __future__ import annotations
@@ -95,3 +96,24 @@ def outcome_for(status: int, error_outcome: str | None, cancelled: bool) -> str:
     if status == 502:
         return "upstream_error"
     return "client_error" if status < 500 else "internal_error"
+
+
+@dataclass(slots=True)
+class Persistence:
+    """Whether the ledger reaches the disk: the writer (store) sets it, posture and /metrics
+    show it."""
+
+    state: str = "ok"  # ok | degraded (sticky until a write succeeds again)
+    last_error: str | None = None
+    dropped_rows: int = 0  # since the store last went degraded
+    written_rows: int = 0
+    queue_depth: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "last_error": self.last_error,
+            "dropped_rows": self.dropped_rows,
+            "written_rows": self.written_rows,
+            "queue_depth": self.queue_depth,
+        }

@@ -12,14 +12,14 @@ import time
 
 from bmo.agents import AgentRegistry, load_agents
 from bmo.config import Config
-from bmo.posture import Persistence
 from bmo.providers import ClientSession, Provider, build_providers, open_session
 from bmo.recorder import AccessLog, Recorder
+from bmo.runs import Persistence, RunRecord
 from bmo.service import ChatService
 from bmo.sessions import SessionManager
 from bmo.store.db import Database
 from bmo.store.keys import KeyStore
-from bmo.store.ledger import LedgerWriter, prune_forever
+from bmo.store.ledger import LedgerWriter, get_run, list_runs, prune_forever
 from bmo.store.sessions import SessionStore
 from bmo.store.verifier import CachedKeyVerifier
 
@@ -51,7 +51,7 @@ class Runtime:
         self.sessions = SessionManager(SessionStore(self.db))
 
     async def open(self) -> None:
-        # The store first: a database that cannot be opened stops start-up with a ServerError
+        # The store first: a database that cannot be opened stops start-up with a Unavailable
         # naming the file, before anything else is built.
         await self.db.open()
         try:
@@ -67,7 +67,7 @@ class Runtime:
         )
         self.http = open_session(self.cfg.openai_compat.concurrency)
         self.providers = build_providers(self.cfg, self.http)
-        self.service = ChatService(self.cfg, self.agents, self.providers, sessions=self.sessions)
+        self.service = ChatService(self.cfg, self.agents, self.providers, self.recorder, sessions=self.sessions)
 
     async def close(self) -> None:
         for p in self.providers.values():
@@ -86,6 +86,36 @@ class Runtime:
         if self.db.is_open:
             await self.keys.close()  # the last batch of last-used times
             await self.db.close()
+
+    async def abort(self) -> None:
+        """Close what a start-up that failed part way left open (open() raised, or the server
+        never bound); a no-op once close() has run. Without it the store's worker thread keeps a
+        failed `bmo serve` alive forever."""
+        if self.db.is_open or self.http is not None:
+            await self.close()
+
+    async def list_runs(
+        self,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        route: str | None = None,
+        status: int | None = None,
+        agent: str | None = None,
+        outcome: str | None = None,
+    ) -> tuple[list[RunRecord], str | None]:
+        """The ledger's runs, newest first, and the next page's cursor (None at the end). Waits for
+        the writer's flush first, so the run behind an `X-Request-Id` a client just got is there.
+        The server reads the store only through here (tests/test_layers.py)."""
+        await self.ledger.flush()
+        return await list_runs(
+            self.db, limit=limit, cursor=cursor, route=route, status=status, agent=agent, outcome=outcome
+        )
+
+    async def get_run(self, request_id: str) -> RunRecord | None:
+        """One run with its events, after the writer's flush (see list_runs)."""
+        await self.ledger.flush()
+        return await get_run(self.db, request_id)
 
     def store_health(self) -> str | None:
         """None when the store is writable, else why not (for GET /health)."""

@@ -1,18 +1,25 @@
-"""The chat service (layer 4): resolve the agent, plan the run, admit it, run the loop.
+"""The chat service (layer 4): owns every run from its first byte to its ledger row.
 
-It is what every wire adapter (Chat Completions today; Responses and Messages later) calls: the
-adapter parses into a `ChatRequest`, calls `start`, and renders the `ActiveRun`'s events. The
-service watches the events go by (tool calls made, time to first token, usage) so the ledger
-and posture can be fed from one place.
+A `Run` is one request on a compat route, and the one object that holds its facts. The server
+makes it when a request arrives (`ChatService.new_run`), so that a 401 or a 404 is recorded like
+any other run, and reports only HTTP facts on it (status, first byte sent, client gone). A
+dialect's handler parses the body into a `ChatRequest` and enters
+
+    async with run.admitted(req, headers, caller):   # resolve, admit, session, plan
+        ... run.stream() or await run.complete(), then await run.finish()
+
+and `ChatService.end(run, status)` turns the finished run into its ledger row, its posture and
+metrics, and its access line. The loop shows every event to the run (`Run.__call__`), which
+keeps what the ledger and the session need: time to first token, tool calls, usage, the answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from bmo.agents import AgentRegistry, AgentSpec
@@ -28,130 +35,244 @@ from bmo.chat import (
     ToolCallDelta,
     UpstreamCall,
     Usage,
+    estimate_tokens,
+    message_to_json,
 )
 from bmo.config import Config
 from bmo.errors import BmoError, RateLimited, UpstreamError
 from bmo.loop import Plan, plan_run, run_agent, run_agent_whole
-from bmo.providers import Provider
-from bmo.runs import RunEvent
+from bmo.providers import ModelCall, Provider
+from bmo.recorder import Recorder
+from bmo.runs import RunEvent, RunRecord, outcome_for
 from bmo.sessions import Bound, SessionManager, is_background_task, owner_of, session_name
 from bmo.tools import BUILTINS, Tool
 
+log = logging.getLogger("bmo.service")
 
-@dataclass(slots=True)
-class RunInfo:
-    """What one run did, filled in as its events pass (read by the ledger and posture)."""
 
-    request_id: str
-    route: str
-    started: float = field(default_factory=time.monotonic)
-    agent: str | None = None
-    upstream_route: str | None = None
-    ttfb_ms: float | None = None
-    tool_calls: int = 0  # server-side tool calls executed + client tool calls returned
-    server_tools_ran: bool = False
-    usage: Usage = field(default_factory=Usage)
-    events: list[RunEvent] = field(default_factory=list)
-    session_id: str | None = None
-    content: dict[str, Any] | None = None  # prompt and answer, kept only with ledger.store_content
-    completion_id: str = ""
+class Run:
+    """One request on a compat route: what it asked, what it did, how it ended.
+
+    It is also the agent loop's observer (`__call__`, a plain call per event, no generator
+    layer), and the `async with` scope of an admitted run (`admitted`)."""
+
+    __slots__ = (
+        "service", "request_id", "route", "method", "started", "wall", "client_ua", "client_ip",
+        "caller_prefix", "model_requested", "stream", "agent", "plan", "provider", "bound",
+        "ttfb_ms", "tool_calls", "server_tools_ran", "usage", "events", "session_id", "content",
+        "status", "error", "client_gone", "first_byte_sent", "fired", "calls", "wants_all_text",
+        "answer", "_events", "_req", "_headers", "_caller", "_slot",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        service: ChatService,
+        request_id: str,
+        route: str,
+        method: str,
+        client_ua: str | None,
+        client_ip: str | None,
+        started: float,
+        wall: float,
+    ) -> None:
+        self.service = service
+        self.request_id = request_id
+        self.route = route
+        self.method = method
+        self.client_ua = client_ua
+        self.client_ip = client_ip
+        self.started = started
+        self.wall = wall
+        self.caller_prefix: str | None = None
+        self.model_requested: str | None = None
+        self.stream = False
+        self.agent: AgentSpec | None = None
+        self.plan: Plan | None = None
+        self.provider: Provider | None = None
+        self.bound: Bound | None = None
+        self.ttfb_ms: float | None = None
+        self.tool_calls = 0  # server-side tool calls executed + client tool calls returned
+        self.server_tools_ran = False
+        self.usage = Usage()
+        self.events = [RunEvent("received", 0.0)]
+        self.session_id: str | None = None
+        self.content: dict[str, Any] | None = None  # prompt and answer, only with ledger.store_content
+        # HTTP facts, set by the server
+        self.status = 499  # until something is answered: the client went away first
+        self.error: BmoError | None = None  # what the client was told, before or inside the stream
+        self.client_gone = False
+        self.first_byte_sent = False
+        self.fired = False
+        # what the loop shows
+        self.calls: dict[int, ToolCall] = {}
+        self.wants_all_text = False  # the first token times the run; a session or the ledger keeps them all
+        self.answer: list[str] = []
+        self._events: AsyncIterator[list[Event]] | None = None
+        self._slot: Admission | None = None
 
     def event(self, name: str, detail: dict[str, Any] | None = None) -> None:
         self.events.append(RunEvent(name, (time.monotonic() - self.started) * 1000, detail))
 
-
-class Observer:
-    """Watches a run's events go by (called by the loop for each): fills `RunInfo` for the ledger
-    and collects the answer for the session transcript. Plain calls, no generator layer."""
-
-    __slots__ = ("info", "bound", "calls", "wants_all_text")
-
-    def __init__(self, info: RunInfo, bound: Bound | None) -> None:
-        self.info = info
-        self.bound = bound
-        self.calls: dict[int, ToolCall] = {}
-        self.wants_all_text = bound is not None  # the first token times the run; a session keeps them all
-
-    def __call__(self, ev: Event) -> None:
-        info = self.info
-        kind = type(ev)
-        if kind is TextDelta or kind is ToolCallDelta or kind is ReasoningDelta:
-            if info.ttfb_ms is None:
-                info.ttfb_ms = (time.monotonic() - info.started) * 1000
-                info.event("first_token")
-            if self.bound is None:
-                if kind is TextDelta:
-                    return
-            elif kind is TextDelta:
-                self.bound.answer_text.append(ev.text)  # type: ignore[union-attr]
-                return
-        if isinstance(ev, ToolCallDelta):
-            if ev.id is not None:
-                info.tool_calls += 1
-                info.event("tool_call", {"name": ev.name, "side": "client"})
-            if self.bound is not None:
-                call = self.calls.get(ev.index)
-                if call is None:
-                    call = self.calls[ev.index] = ToolCall(ev.id or f"call_{ev.index}", ev.name or "", "")
-                call.arguments += ev.arguments
-        elif isinstance(ev, UpstreamCall):
-            info.event("upstream_request", {"step": ev.step, "route": ev.route})
-        elif isinstance(ev, ServerToolCall):
-            info.event("tool_call", {"name": ev.call.name, "side": "server"})
-        elif isinstance(ev, ServerToolResult):
-            info.tool_calls += 1
-            info.server_tools_ran = True
-            info.event("tool_result", {"name": ev.name, "is_error": ev.is_error})
-        elif isinstance(ev, Usage):
-            info.usage = ev
-
-
-@dataclass(slots=True)
-class ActiveRun:
-    """One admitted run. The adapter either iterates `stream()` or awaits `complete()`, then calls
-    `finish()` when the client has the whole answer, and always `close()`."""
-
-    agent: AgentSpec
-    plan: Plan
-    info: RunInfo
-    provider: Provider
-    observer: Observer
-    bound: Bound | None = None
-    _events: AsyncIterator[list[Event]] | None = None
-
     @property
     def warnings(self) -> list[str]:
-        return self.plan.warnings
+        return self.plan.warnings if self.plan is not None else []
 
-    def stream(self) -> AsyncIterator[list[Event]]:
-        """The run's events in batches, as `run_agent` yields them."""
-        self._events = run_agent(self.plan, self.provider, observe=self.observer)
-        return self._events
+    # ---- the scope of an admitted run ------------------------------------------------------
 
-    def complete(self) -> Awaitable[Completion]:
-        """The whole answer. The loop's own coroutine, not one more layer around it: on a
-        `BmoError` the adapter calls `failed(e)`, as it does for a stream."""
-        return run_agent_whole(self.plan, self.provider, observe=self.observer)
+    def admitted(self, req: ChatRequest, headers: Mapping[str, str], caller: object) -> Run:
+        """`async with run.admitted(req, headers, caller):` resolves the agent (404 before any
+        wait), takes a run slot (429 past the queue timeout), binds the session and plans the
+        run: everything that can fail as a client error happens on entry, before any upstream
+        work. The exit stops the run (and its upstream request, at once, when the client went
+        away) and frees the session and the slot."""
+        self.model_requested = req.model
+        self.stream = req.stream
+        self._req = req
+        self._headers = headers
+        self._caller = caller
+        return self
 
-    def failed(self, e: BmoError) -> None:
-        if isinstance(e, (UpstreamError, RateLimited)):
-            self.info.event("upstream_error", {"code": e.code, "message": e.message[:300]})
+    async def __aenter__(self) -> Run:
+        svc = self.service
+        req = self._req
+        agent = svc.agents.resolve(req.model, self._headers.get("X-BMO-Agent"))
+        self.agent = agent
+        self.event("resolved", {"agent": agent.id, "upstream_route": agent.model})
+        slot = svc.admission
+        await slot.__aenter__()
+        self._slot = slot
+        try:
+            if svc.sessions is not None and not is_background_task(req):
+                named = session_name(self._headers, req, svc.cfg, agent)
+                if named is not None:
+                    self.bound = await svc.sessions.bind(owner_of(self._caller), named[0], named[1], agent, req)
+                    self.session_id = self.bound.session.id
+                    self.wants_all_text = True
+            self.plan = plan_run(
+                agent,
+                req,
+                svc.tools,
+                system_policy=svc.cfg.openai_compat.system_messages,
+                max_steps=svc.cfg.openai_compat.max_steps,
+            )
+            self.provider = svc.providers[agent.provider]
+            if svc.recorder.store_content:
+                self.content = {"messages": [message_to_json(m) for m in req.messages], "answer": None}
+                self.wants_all_text = True
+            svc.fire(self)
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return self
 
-    async def finish(self) -> None:
-        """The run is done and answered: its exchange joins the session transcript."""
-        if self.bound is not None:
-            self.bound.answer_calls = [self.observer.calls[i] for i in sorted(self.observer.calls)]
-            await self.bound.commit()
-
-    async def close(self) -> None:
-        """Always called by the adapter when it is done: stops the run (and with it the upstream
-        request, at once, when the client went away), and frees its session."""
+    async def __aexit__(self, *exc: object) -> None:
         aclose = getattr(self._events, "aclose", None)
         if aclose is not None:
             with contextlib.suppress(RuntimeError, BmoError):  # already closing in a cancelled task
                 await aclose()
         if self.bound is not None:
             self.bound.release()
+        if self._slot is not None:
+            self._slot.slots.release()
+            self._slot = None
+
+    def stream_events(self) -> AsyncIterator[list[Event]]:
+        """The run's events in batches, as `run_agent` yields them."""
+        assert self.plan is not None and self.provider is not None
+        self._events = run_agent(self.plan, self.provider, observe=self)
+        return self._events
+
+    def complete(self) -> Awaitable[Completion]:
+        """The whole answer. The loop's own coroutine, not one more layer around it."""
+        assert self.plan is not None and self.provider is not None
+        return run_agent_whole(self.plan, self.provider, observe=self)
+
+    def failed(self, e: BmoError) -> BmoError:
+        """The run failed with `e`, which the client is about to be told; returns it, marked
+        not to be retried when the run already executed tools (an SDK's automatic retry would
+        run them again)."""
+        self.error = e
+        if isinstance(e, (UpstreamError, RateLimited)):
+            self.event("upstream_error", {"code": e.code, "message": e.message[:300]})
+        if self.server_tools_ran:
+            e.headers["x-should-retry"] = "false"
+        return e
+
+    async def finish(self) -> None:
+        """The run is done and answered: its exchange joins the session transcript."""
+        if self.content is not None:
+            self.content["answer"] = "".join(self.answer)
+        if self.bound is not None:
+            self.bound.answer_text = self.answer
+            self.bound.answer_calls = [self.calls[i] for i in sorted(self.calls)]
+            await self.bound.commit()
+
+    # ---- the loop's observer ---------------------------------------------------------------
+
+    def __call__(self, ev: Event) -> None:
+        kind = type(ev)
+        if kind is TextDelta or kind is ToolCallDelta or kind is ReasoningDelta:
+            if self.ttfb_ms is None:
+                self.ttfb_ms = (time.monotonic() - self.started) * 1000
+                self.event("first_token")
+            if kind is TextDelta:
+                if self.wants_all_text:
+                    self.answer.append(ev.text)  # type: ignore[union-attr]
+                return
+        if isinstance(ev, ToolCallDelta):
+            if ev.id is not None:
+                self.tool_calls += 1
+                self.event("tool_call", {"name": ev.name, "side": "client"})
+            if self.wants_all_text:
+                call = self.calls.get(ev.index)
+                if call is None:
+                    call = self.calls[ev.index] = ToolCall(ev.id or f"call_{ev.index}", ev.name or "", "")
+                call.arguments += ev.arguments
+        elif isinstance(ev, UpstreamCall):
+            self.event("upstream_request", {"step": ev.step, "route": ev.route})
+        elif isinstance(ev, ServerToolCall):
+            self.event("tool_call", {"name": ev.call.name, "side": "server"})
+        elif isinstance(ev, ServerToolResult):
+            self.tool_calls += 1
+            self.server_tools_ran = True
+            self.event("tool_result", {"name": ev.name, "is_error": ev.is_error})
+        elif isinstance(ev, Usage):
+            self.usage = ev
+
+    # ---- the ledger row --------------------------------------------------------------------
+
+    def record(self) -> RunRecord:
+        err = self.error
+        if self.client_gone:
+            self.event("client_disconnected")
+        status = 200 if self.first_byte_sent else self.status
+        outcome = outcome_for(status, err.outcome if err else None, self.client_gone)
+        self.event("finished", {"status": status, "outcome": outcome})
+        agent = self.agent
+        return RunRecord(
+            request_id=self.request_id,
+            started_at=self.wall,
+            route=self.route,
+            method=self.method,
+            status=status,
+            outcome=outcome,
+            error_code=err.code if err else None,
+            model_requested=self.model_requested,
+            agent=agent.id if agent else None,
+            upstream_route=agent.model if agent else None,
+            stream=self.stream,
+            ttfb_ms=self.ttfb_ms,
+            duration_ms=(time.monotonic() - self.started) * 1000,
+            prompt_tokens=self.usage.prompt_tokens,
+            completion_tokens=self.usage.completion_tokens,
+            tool_calls=self.tool_calls,
+            session_id=self.session_id,
+            api_key_prefix=self.caller_prefix,
+            client_ua=self.client_ua,
+            client_ip=self.client_ip,
+            events=self.events,
+            content=self.content,
+        )
 
 
 class ChatService:
@@ -160,6 +281,7 @@ class ChatService:
         cfg: Config,
         agents: AgentRegistry,
         providers: dict[str, Provider],
+        recorder: Recorder,
         tools: dict[str, Tool] | None = None,
         sessions: SessionManager | None = None,
     ) -> None:
@@ -167,42 +289,32 @@ class ChatService:
         self.sessions = sessions
         self.agents = agents
         self.providers = providers
+        self.recorder = recorder
         self.tools: dict[str, Tool] = tools if tools is not None else {n: cls() for n, cls in BUILTINS.items()}
         compat = cfg.openai_compat
-        self._admission = Admission(compat.concurrency, compat.queue_timeout_s)
+        self.admission = Admission(compat.concurrency, compat.queue_timeout_s)
 
-    def resolve(self, model: str | None, agent_header: str | None) -> AgentSpec:
-        return self.agents.resolve(model, agent_header)
-
-    async def begin(
+    def new_run(
         self,
-        req: ChatRequest,
-        info: RunInfo,
-        agent: AgentSpec,
-        *,
-        headers: Mapping[str, str] | None = None,
-        principal: object = None,
-    ) -> ActiveRun:
-        """Bind the request to its session (if it names one), then plan the run. Everything that
-        can fail as a client error happens here, before any upstream work."""
-        bound: Bound | None = None
-        if self.sessions is not None and not is_background_task(req):
-            named = session_name(headers or {}, req, self.cfg, agent)
-            if named is not None:
-                bound = await self.sessions.bind(owner_of(principal), named[0], named[1], agent, req)
-                info.session_id = bound.session.id
-        try:
-            run = self.start(req, info, agent, bound)
-        except BaseException:
-            if bound is not None:
-                bound.release()
-            raise
-        return run
+        request_id: str,
+        route: str,
+        method: str,
+        client_ua: str | None,
+        client_ip: str | None,
+        started: float,
+        wall: float,
+    ) -> Run:
+        return Run(self, request_id, route, method, client_ua, client_ip, started, wall)
 
-    def start(self, req: ChatRequest, info: RunInfo, agent: AgentSpec, bound: Bound | None = None) -> ActiveRun:
-        info.agent = agent.id
-        info.upstream_route = agent.model
-        info.event("resolved", {"agent": agent.id, "upstream_route": agent.model})
+    async def count_tokens(self, run: Run, req: ChatRequest, headers: Mapping[str, str]) -> int:
+        """The input tokens of what the agent would send for `req` (its prompt, the messages and
+        every tool it offers): the upstream's own count where its provider has one, else
+        `chat.estimate_tokens`. No run slot, no session: nothing is generated."""
+        agent = self.agents.resolve(req.model, headers.get("X-BMO-Agent"))
+        run.model_requested = req.model
+        run.agent = agent
+        run.event("resolved", {"agent": agent.id, "upstream_route": agent.model})
+        self.fire(run)
         plan = plan_run(
             agent,
             req,
@@ -210,25 +322,41 @@ class ChatService:
             system_policy=self.cfg.openai_compat.system_messages,
             max_steps=self.cfg.openai_compat.max_steps,
         )
-        return ActiveRun(
-            agent=agent,
-            plan=plan,
-            info=info,
-            provider=self.providers[agent.provider],
-            observer=Observer(info, bound),
-            bound=bound,
+        call = ModelCall(
+            model=agent.upstream_model,
+            messages=plan.messages,
+            params=plan.params,
+            tools=plan.tools,
+            tool_choice=plan.tool_choice,
+            beta=plan.beta,
         )
+        try:
+            n = await self.providers[agent.provider].count_tokens(call)
+        except BmoError as e:
+            raise run.failed(e) from None
+        return n if n is not None else estimate_tokens(plan.messages, plan.tools)
 
-    def admit(self) -> Admission:
-        """At most `concurrency` runs at once; a request that waits past the queue timeout gets 429.
-        Use as `async with service.admit():`."""
-        return self._admission
+    def fire(self, run: Run) -> None:
+        """The `openai_compat.fired` line: once per request, when it is accepted."""
+        if not run.fired:
+            run.fired = True
+            self.recorder.fired(run.request_id, run.route, run.agent.id if run.agent else None, run.client_ua)
+
+    def end(self, run: Run) -> None:
+        """The run is over: its ledger row, posture, metrics and access line. Never raises: a
+        ledger failure never fails a request."""
+        try:
+            self.fire(run)
+            self.recorder.finish(run.record())
+        except Exception:
+            log.exception("could not record run %s", run.request_id)
 
 
 class Admission:
-    """The run slots, as an async context manager. A class, not `@asynccontextmanager`: it is
-    entered on every request, and a generator-based manager costs a generator and two extra
-    frames each time (scripts/bench/RESULTS.md)."""
+    """The run slots: at most `concurrency` runs at once; a request that waits past the queue
+    timeout gets 429. A class, not `@asynccontextmanager`: it is entered on every request, and a
+    generator-based manager costs a generator and two extra frames each time
+    (scripts/bench/RESULTS.md)."""
 
     __slots__ = ("slots", "concurrency", "queue_timeout")
 

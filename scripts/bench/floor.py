@@ -35,7 +35,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from bmo.server.run import settle_gc
+from bmo.server.serve import settle_gc
 from bmo.store.migrations import MIGRATIONS
 
 SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session", aiohttp.ClientSession)

@@ -84,7 +84,7 @@ def summarise(raw: Path, title: str, top: int = 20) -> str:
         lines[(fn, file)][line] += n
         libs[library(file)] += n
         own = next((f for f in reversed(frames) if f[1].startswith(OWN)), None)
-        if own is not None and (own[1].startswith(("bmo/server/run.py", "bmo/cli/")) or own[0] == "main"):
+        if own is not None and (own[1].startswith(("bmo/server/serve.py", "bmo/cli/")) or own[0] == "main"):
             own = None  # the serve()/main() frame at the root of a whole stack is not a hot spot
         owner[f"`{own[0]}` {own[1]}" if own else f"(no own frame) {library(file)}"] += n
 

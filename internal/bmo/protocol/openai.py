@@ -1,19 +1,37 @@
 """OpenAI Chat Completions, client side (layer 1, pure, no I/O).
 
 `parse_chat_request` turns a client's JSON body into the internal `ChatRequest`; `to_completion`
-and `ChunkStream` render the internal answer back in the exact wire shape (SPEC §4, CLIENTS.md).
+and `ChunkStream` render the internal answer back in the exact wire shape (SPEC §4, CLIENTS.md);
+`OPENAI` is all of it as the dialect the shared relay serves (protocol/dialect.py).
 Unknown request fields are accepted and ignored, never a 400.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from bmo.chat import ChatRequest, Message, ToolCall, ToolCallDelta, ToolSpec, Usage
+from bmo.chat import (
+    END,
+    STOP_SEQUENCE,
+    ChatRequest,
+    Completion,
+    Event,
+    Finish,
+    Message,
+    ReasoningDelta,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolSpec,
+    Usage,
+)
 from bmo.errors import BmoError, InvalidRequest
-from bmo.protocol.sse import DONE, frame
+from bmo.protocol.dialect import Reply, parse_json_body
+from bmo.protocol.sse import DONE, KEEPALIVE, frame
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
@@ -45,22 +63,11 @@ _NUMBER_FIELDS = {
 _POSITIVE_INT_FIELDS = ("max_tokens", "max_completion_tokens", "n")
 
 
+__all__ = ["OPENAI", "ChunkStream", "parse_chat_request", "parse_json_body", "to_completion"]
+
+
 def _bad(message: str, param: str | None, code: str = "invalid_value") -> InvalidRequest:
     return InvalidRequest(message, code=code, param=param)
-
-
-def parse_json_body(raw: bytes) -> dict[str, Any]:
-    """Decode a request body; anything but a JSON object is a 400 with a clear message."""
-    if not raw.strip():
-        raise _bad("The request body is empty; send a JSON object.", None, "invalid_json")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        where = f" (line {e.lineno}, column {e.colno})" if e.lineno else ""
-        raise _bad(f"The request body is not valid JSON{where}.", None, "invalid_json") from None
-    if not isinstance(body, dict):
-        raise _bad("The request body must be a JSON object.", None, "invalid_json")
-    return body
 
 
 def _parse_parts(parts: list[Any], param: str) -> list[dict[str, Any]]:
@@ -194,7 +201,23 @@ def _check_param(name: str, value: Any) -> None:
             raise _bad("`stop` must be a string or an array of strings.", name)
 
 
-def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
+def parse_tool_choice(raw: Any, parallel: Any = None) -> ToolChoice | None:
+    """`"auto"|"none"|"required"` or `{"type":"function","function":{"name"}}`; anything else is
+    a 400 naming `tool_choice`."""
+    par = parallel if isinstance(parallel, bool) else None
+    if raw is None:
+        return None if par is None else ToolChoice("auto", parallel=par)
+    if raw in ("auto", "none", "required"):
+        return ToolChoice(raw, parallel=par)
+    if isinstance(raw, dict):
+        fn = raw.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else raw.get("name")
+        if isinstance(name, str) and name:
+            return ToolChoice("tool", name, parallel=par)
+    raise _bad("`tool_choice` must be auto, none, required, or {type: function, function: {name}}.", "tool_choice")
+
+
+def parse_chat_request(body: dict[str, Any], headers: Mapping[str, str] | None = None) -> ChatRequest:
     """Validate a Chat Completions body; raises InvalidRequest naming the bad `param`."""
     if "messages" not in body or body["messages"] is None:
         raise _bad("`messages` is required.", "messages", "missing_messages")
@@ -234,12 +257,13 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
             tool_choice = fc
     user = body.get("user")
     metadata = body.get("metadata")
+    choice = parse_tool_choice(tool_choice, params.get("parallel_tool_calls"))
     return ChatRequest(
         model=model or "default",
         messages=messages,
         params=params,
         tools=tools,
-        tool_choice=tool_choice,
+        tool_choice=choice,
         stream=bool(stream),
         include_usage=include_usage,
         user=user if isinstance(user, str) else None,
@@ -262,6 +286,10 @@ def tool_call_obj(tc: ToolCall) -> dict[str, Any]:
     return {"id": tc.id, "type": "function", "function": {"name": tc.name, "arguments": tc.arguments}}
 
 
+# the neutral stop reasons, as Chat Completions says them (CLIENTS #8: never anything else)
+FINISH = {END: "stop", STOP_SEQUENCE: "stop"}
+
+
 def to_completion(
     *,
     rid: str,
@@ -282,12 +310,13 @@ def to_completion(
     if tool_calls:
         message["tool_calls"] = [tool_call_obj(tc) for tc in tool_calls]
     message["refusal"] = None
+    reason = FINISH.get(finish_reason, finish_reason)
     return {
         "id": rid,
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": reason}],
         "usage": usage_obj(usage),
         "system_fingerprint": None,
     }
@@ -302,15 +331,18 @@ def to_model_list(ids: list[str], created: int) -> dict[str, Any]:
 
 
 class ChunkStream:
-    """Renders one Chat Completions stream as SSE frames (bytes).
+    """Renders one Chat Completions stream as SSE frames (bytes): the dialect's StreamRenderer.
 
     The constant head of every chunk (id, object, created, model) is encoded once; each delta
-    costs one small orjson dump. Call `start()` first, then `text`/`reasoning`/`tool_call` any
-    number of times, then `finish(reason)`, `usage(u)` (emits only when include_usage was asked)
-    and `done()`. `error(err)` replaces finish/usage after a failure (then call `done()`).
+    costs one small orjson dump. The role chunk goes out with the first batch (`eager` is off:
+    the relay holds the headers until then, so a failure before any output still gets a real
+    HTTP status); the usage chunk (only when include_usage was asked) and `[DONE]` with `end()`.
     """
 
-    __slots__ = ("_head", "_tail", "_usage_tail", "include_usage", "_tool_index", "_text_head", "_text_tail")
+    __slots__ = ("_head", "_tail", "_usage_tail", "include_usage", "_text_head", "_text_tail", "_usage")
+
+    eager = False
+    keepalive = KEEPALIVE
 
     def __init__(self, rid: str, created: int, model: str, include_usage: bool) -> None:
         head = orjson.dumps({"id": rid, "object": "chat.completion.chunk", "created": created, "model": model})
@@ -318,15 +350,32 @@ class ChunkStream:
         self.include_usage = include_usage
         self._tail = b',"logprobs":null,"finish_reason":null}]' + (b',"usage":null}' if include_usage else b"}")
         self._usage_tail = head[:-1]
-        self._tool_index: dict[int, int] = {}
         self._text_head = b"data: " + self._head + b'{"content":'  # a token is one dump, two joins
         self._text_tail = b"}" + self._tail + b"\n\n"
+        self._usage: Usage | None = None
 
     def _delta(self, delta: bytes) -> bytes:
         return b"data: " + self._head + delta + self._tail + b"\n\n"
 
     def start(self) -> bytes:
         return self._delta(b'{"role":"assistant","content":""}')
+
+    def events(self, batch: list[Event]) -> bytes:
+        frames: list[bytes] = []
+        for ev in batch:
+            kind = type(ev)
+            if kind is TextDelta:
+                frames.append(self._text_head + orjson.dumps(ev.text) + self._text_tail)  # type: ignore[union-attr]
+            elif kind is ToolCallDelta:
+                frames.append(self.tool_call(ev))  # type: ignore[arg-type]
+            elif kind is ReasoningDelta:
+                frames.append(self.reasoning(ev.text))  # type: ignore[union-attr]
+            elif kind is Finish:
+                frames.append(self.finish(ev.reason))  # type: ignore[union-attr]
+            elif kind is Usage:
+                self._usage = ev  # type: ignore[assignment]
+            # thinking signatures have no Chat Completions form: the text went out as reasoning
+        return frames[0] if len(frames) == 1 else b"".join(frames)
 
     def text(self, text: str) -> bytes:
         return self._text_head + orjson.dumps(text) + self._text_tail
@@ -346,7 +395,7 @@ class ChunkStream:
         return self._delta(b'{"tool_calls":[' + orjson.dumps(call) + b"]}")
 
     def finish(self, reason: str) -> bytes:
-        tail = b',"logprobs":null,"finish_reason":' + orjson.dumps(reason) + b"}]"
+        tail = b',"logprobs":null,"finish_reason":' + orjson.dumps(FINISH.get(reason, reason)) + b"}]"
         tail += b',"usage":null}' if self.include_usage else b"}"
         return b"data: " + self._head + b"{}" + tail + b"\n\n"
 
@@ -355,10 +404,52 @@ class ChunkStream:
             return b""
         return frame(self._usage_tail + b',"choices":[],"usage":' + orjson.dumps(usage_obj(u)) + b"}")
 
+    def end(self) -> bytes:
+        """The usage chunk (when asked for) and `[DONE]`, in one write."""
+        if self._usage is not None and self.include_usage:
+            return self.usage(self._usage) + DONE
+        return DONE
+
     @staticmethod
     def error(err: BmoError) -> bytes:
-        return frame(orjson.dumps(err.body()))
+        return frame(orjson.dumps(err.body())) + DONE
 
     @staticmethod
     def done() -> bytes:
         return DONE
+
+
+class OpenAIDialect:
+    """Chat Completions as a dialect of the shared relay (protocol/dialect.py)."""
+
+    name = "openai"
+    id_prefix = "chatcmpl-"
+    request_id_header: str | None = None
+
+    @staticmethod
+    def parse(body: dict[str, Any], headers: Mapping[str, str]) -> ChatRequest:
+        return parse_chat_request(body)
+
+    @staticmethod
+    def render_whole(answer: Completion, reply: Reply) -> dict[str, Any]:
+        return to_completion(
+            rid=reply.id,
+            created=reply.created,
+            model=reply.model,
+            content=answer.content,
+            tool_calls=answer.tool_calls,
+            finish_reason=answer.finish_reason,
+            usage=answer.usage,
+            reasoning=answer.reasoning,
+        )
+
+    @staticmethod
+    def stream(reply: Reply) -> ChunkStream:
+        return ChunkStream(reply.id, reply.created, reply.model, reply.include_usage)
+
+    @staticmethod
+    def render_error(err: BmoError) -> bytes:
+        return orjson.dumps(err.body())
+
+
+OPENAI = OpenAIDialect()

@@ -11,6 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from bmo.chat import (
+    END,
+    FILTERED,
+    LENGTH,
+    TOOL_CALLS,
     Completion,
     Event,
     Finish,
@@ -19,23 +23,56 @@ from bmo.chat import (
     TextDelta,
     ToolCall,
     ToolCallDelta,
+    ToolChoice,
     ToolSpec,
     Usage,
 )
 from bmo.protocol.openai import tool_call_obj
 
-FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter"})
+# what upstreams say (the four of the spec, and what sloppy servers send) -> the neutral reason
+FINISH_REASONS = {
+    "stop": END,
+    "length": LENGTH,
+    "tool_calls": TOOL_CALLS,
+    "function_call": TOOL_CALLS,
+    "content_filter": FILTERED,
+    "max_tokens": LENGTH,
+    "model_length": LENGTH,
+}
+# sampling settings a Chat Completions server takes (the rest are another family's: dropped)
+UPSTREAM_PARAMS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "response_format",
+        "logprobs",
+        "top_logprobs",
+        "n",
+        "parallel_tool_calls",
+        "logit_bias",
+        "reasoning_effort",
+    }
+)
 
 
 def normalise_finish(reason: Any, has_tool_calls: bool = False) -> str:
-    """Map whatever an upstream says to the four values clients accept (CLIENTS #8)."""
-    if reason == "function_call":
-        return "tool_calls"
-    if reason in FINISH_REASONS:
-        return str(reason)
-    if reason in ("max_tokens", "model_length"):
-        return "length"
-    return "tool_calls" if has_tool_calls else "stop"
+    """Map whatever an upstream says to a neutral stop reason (chat.STOP_REASONS)."""
+    found = FINISH_REASONS.get(reason) if isinstance(reason, str) else None
+    if found is not None:
+        return found
+    return TOOL_CALLS if has_tool_calls else END
+
+
+def tool_choice_obj(choice: ToolChoice) -> Any:
+    if choice.mode == "tool":
+        return {"type": "function", "function": {"name": choice.name}}
+    return choice.mode
 
 
 def message_obj(m: Message) -> dict[str, Any]:
@@ -46,8 +83,11 @@ def message_obj(m: Message) -> dict[str, Any]:
         d["tool_calls"] = [tool_call_obj(tc) for tc in m.tool_calls]
     if m.tool_call_id is not None:
         d["tool_call_id"] = m.tool_call_id
-    if m.role == "tool" and m.content is None:
-        d["content"] = ""
+    if m.role == "tool":
+        if m.content is None:
+            d["content"] = ""
+        elif m.is_error and isinstance(m.content, str) and not m.content[:5].lower().startswith("error"):
+            d["content"] = "Error: " + m.content  # Chat Completions has no is_error: the text says it
     return d
 
 
@@ -64,16 +104,20 @@ def to_upstream_body(
     messages: list[Message],
     params: dict[str, Any],
     tools: list[ToolSpec],
-    tool_choice: Any,
+    tool_choice: ToolChoice | None,
     stream: bool,
     stream_usage: bool = True,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model, "messages": [message_obj(m) for m in messages]}
-    body.update(params)
+    for k, v in params.items():
+        if k in UPSTREAM_PARAMS:
+            body[k] = v
     if tools:
         body["tools"] = [tool_obj(t) for t in tools]
         if tool_choice is not None:
-            body["tool_choice"] = tool_choice
+            body["tool_choice"] = tool_choice_obj(tool_choice)
+            if tool_choice.parallel is not None:
+                body["parallel_tool_calls"] = tool_choice.parallel
     else:
         body.pop("parallel_tool_calls", None)  # servers reject it without tools
     if stream:

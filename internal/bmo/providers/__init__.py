@@ -11,13 +11,14 @@ import aiohttp
 
 from bmo.config import Config
 from bmo.errors import ConfigError
+from bmo.providers.anthropic import AnthropicProvider
 from bmo.providers.base import ModelCall, Provider, UpstreamStream
 from bmo.providers.echo import EchoProvider
 from bmo.providers.openai_compat import OpenAIProvider
 
 __all__ = ["KINDS", "ClientSession", "ModelCall", "Provider", "UpstreamStream", "build_providers", "open_session"]
 
-KINDS = ("openai", "echo")
+KINDS = ("openai", "anthropic", "echo")
 # Upstream pool: enough for the default concurrency with streams held open, and DNS cached.
 POOL_LIMIT = 512
 ClientSession = aiohttp.ClientSession
@@ -51,6 +52,8 @@ def build_providers(cfg: Config, session: aiohttp.ClientSession) -> dict[str, Pr
             out[name] = EchoProvider(name)
         elif pc.kind == "openai":
             out[name] = OpenAIProvider(name, pc, session)
+        elif pc.kind == "anthropic":
+            out[name] = AnthropicProvider(name, pc, session)
         else:
             raise ConfigError(
                 str(cfg.config_file),

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bmo.chat import Completion, Event, Message, ToolSpec
+from bmo.chat import Completion, Event, Message, ToolChoice, ToolSpec
 
 
 @dataclass(slots=True)
@@ -21,9 +21,10 @@ class ModelCall:
 
     model: str
     messages: list[Message]
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # sampling settings (chat.SAMPLING names)
     tools: list[ToolSpec] = field(default_factory=list)
-    tool_choice: Any = None
+    tool_choice: ToolChoice | None = None
+    beta: str | None = None  # the client's `anthropic-beta`, for an anthropic upstream
 
 
 class UpstreamStream(Protocol):
@@ -66,6 +67,11 @@ class Provider(Protocol):
     async def open_stream(self, call: ModelCall) -> UpstreamStream:
         """Start a streaming call; raises UpstreamError when it cannot (a real HTTP status
         for the client, since nothing was sent yet)."""
+        ...
+
+    async def count_tokens(self, call: ModelCall) -> int | None:
+        """The input tokens of `call` by the upstream's own tokenizer; None when it has none
+        (bmo then estimates)."""
         ...
 
     async def close(self) -> None: ...

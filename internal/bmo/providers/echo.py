@@ -13,7 +13,19 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 
-from bmo.chat import Completion, Event, Finish, Message, TextDelta, ToolCall, ToolCallDelta, Usage
+from bmo.chat import (
+    END,
+    LENGTH,
+    TOOL_CALLS,
+    Completion,
+    Event,
+    Finish,
+    Message,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
 from bmo.providers.base import ModelCall, one_read
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -41,17 +53,17 @@ class EchoProvider:
     def _answer(self, call: ModelCall) -> tuple[str, list[ToolCall], str]:
         last = call.messages[-1] if call.messages else Message(role="user", content="")
         if last.role == "tool":
-            return last.text(), [], "stop"
+            return last.text(), [], END
         text = last.text() if last.role == "user" else ""
         m = _TOOL.match(text.strip())
         if m:
             args = m.group(2).strip() or "{}"
-            return "", [ToolCall(id=f"call_echo_{len(call.messages)}", name=m.group(1), arguments=args)], "tool_calls"
+            return "", [ToolCall(id=f"call_echo_{len(call.messages)}", name=m.group(1), arguments=args)], TOOL_CALLS
         limit = call.params.get("max_completion_tokens") or call.params.get("max_tokens")
         words = _WORD.findall(text)
         if isinstance(limit, int) and len(words) > limit:
-            return "".join(words[:limit]), [], "length"
-        return text, [], "stop"
+            return "".join(words[:limit]), [], LENGTH
+        return text, [], END
 
     async def complete(self, call: ModelCall) -> Completion:
         text, calls, reason = self._answer(call)
@@ -65,6 +77,9 @@ class EchoProvider:
 
     async def open_stream(self, call: ModelCall) -> _EchoStream:
         return _EchoStream(await self.complete(call))
+
+    async def count_tokens(self, call: ModelCall) -> int | None:
+        return _prompt_tokens(call.messages)
 
     async def close(self) -> None:
         return None

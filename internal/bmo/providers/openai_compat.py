@@ -19,42 +19,13 @@ import orjson
 
 from bmo.chat import Completion, Event, Finish, Message, TextDelta, Usage
 from bmo.config import ProviderConfig
-from bmo.errors import RateLimited, UpstreamError, UpstreamTimeout
+from bmo.errors import UpstreamError
 from bmo.protocol.openai_upstream import ChunkParser, from_completion_body, to_upstream_body
 from bmo.protocol.sse import SSEDecoder
 from bmo.providers.base import ModelCall, one_read
+from bmo.providers.http import MAX_ERROR_BODY, Silence, status_error, stream_failed, transport_error
 
 log = logging.getLogger("bmo.providers")
-_MAX_ERROR_BODY = 64 * 1024  # an upstream error page is read this far, no further
-
-
-def upstream_message(status: int, raw: bytes) -> str:
-    """The upstream's own error message, from whichever envelope it used."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        text = raw.decode("utf-8", "replace").strip()
-        return text[:500] or f"HTTP {status}"
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict):
-            msg = err.get("message") or err.get("detail") or err.get("msg")
-            if isinstance(msg, str):
-                return msg
-        elif isinstance(err, str):
-            return err
-        if isinstance(body.get("message"), str):
-            return str(body["message"])
-    return raw.decode("utf-8", "replace")[:500]
-
-
-def status_error(provider: str, status: int, raw: bytes, retry_after: str | None) -> UpstreamError | RateLimited:
-    msg = f"upstream {provider} answered HTTP {status}: {upstream_message(status, raw)}"
-    if status == 429:
-        ra = retry_after if retry_after and retry_after.isdigit() else "1"
-        return RateLimited(msg, code="rate_limited", headers={"retry-after": ra})
-    # A 4xx will fail the same way again; a 5xx may not.
-    return UpstreamError(msg, upstream_status=status, should_retry=status >= 500)
 
 
 class OpenAIProvider:
@@ -71,7 +42,7 @@ class OpenAIProvider:
         self._stream_headers = {**headers, "Accept": "text/event-stream"}
         self._timeout = aiohttp.ClientTimeout(total=cfg.timeout_s, sock_connect=cfg.connect_timeout_s)
         # A stream may run long; what must not happen is silence longer than timeout_s. The wait
-        # for the headers is bounded in `_open_stream`, the silence between reads by `_Silence`:
+        # for the headers is bounded in `_open_stream`, the silence between reads by `Silence`:
         # aiohttp's sock_read would re-arm a timer on every read (~4 % of the CPU per token).
         self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout_s)
         self._timeout_s = cfg.timeout_s
@@ -98,7 +69,7 @@ class OpenAIProvider:
             async with asyncio.timeout(self._timeout_s):
                 return await self._post_stream(call)
         except (TimeoutError, aiohttp.ClientError) as e:
-            raise self._transport_error(e) from e
+            raise transport_error(self.name, self._timeout_s, e) from e
 
     async def _post_stream(self, call: ModelCall) -> aiohttp.ClientResponse:
         resp = await self._session.post(
@@ -106,7 +77,7 @@ class OpenAIProvider:
         )
         if resp.status == 400 and self._stream_usage:
             try:
-                raw = await resp.content.read(_MAX_ERROR_BODY)
+                raw = await resp.content.read(MAX_ERROR_BODY)
             finally:
                 resp.close()
             if b"stream_options" not in raw:
@@ -118,11 +89,6 @@ class OpenAIProvider:
             )
         return resp
 
-    def _transport_error(self, e: BaseException) -> UpstreamError:
-        if isinstance(e, asyncio.TimeoutError):
-            return UpstreamTimeout(f"upstream {self.name} did not answer within {self._timeout_s:g}s")
-        return UpstreamError(f"could not reach upstream {self.name}: {type(e).__name__}: {e}")
-
     async def complete(self, call: ModelCall) -> Completion:
         try:
             async with self._session.post(
@@ -130,9 +96,9 @@ class OpenAIProvider:
             ) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
-                    raise status_error(self.name, resp.status, raw[:_MAX_ERROR_BODY], resp.headers.get("retry-after"))
+                    raise status_error(self.name, resp.status, raw[:MAX_ERROR_BODY], resp.headers.get("retry-after"))
         except (TimeoutError, aiohttp.ClientError) as e:
-            raise self._transport_error(e) from e
+            raise transport_error(self.name, self._timeout_s, e) from e
         try:
             return from_completion_body(orjson.loads(raw))
         except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError) as e:
@@ -142,7 +108,7 @@ class OpenAIProvider:
         resp = await self._open_stream(call)
         try:
             if resp.status >= 400:
-                raw = await resp.content.read(_MAX_ERROR_BODY)
+                raw = await resp.content.read(MAX_ERROR_BODY)
                 raise status_error(self.name, resp.status, raw, resp.headers.get("retry-after"))
             whole = None
             if "text/event-stream" not in resp.headers.get("Content-Type", ""):
@@ -150,7 +116,7 @@ class OpenAIProvider:
                 whole = from_completion_body(orjson.loads(await resp.read())).events()
         except (TimeoutError, aiohttp.ClientError) as e:
             resp.close()
-            raise self._transport_error(e) from e
+            raise transport_error(self.name, self._timeout_s, e) from e
         except (orjson.JSONDecodeError, ValueError) as e:
             resp.close()
             raise UpstreamError(f"upstream {self.name} sent an answer bmo cannot read: {e}") from e
@@ -158,6 +124,9 @@ class OpenAIProvider:
             resp.close()
             raise
         return _SSEStream(self, call, resp, whole)
+
+    async def count_tokens(self, call: ModelCall) -> int | None:
+        return None  # Chat Completions has no count endpoint: bmo estimates
 
     async def close(self) -> None:
         return None
@@ -186,7 +155,7 @@ class _SSEStream:
         self.decoder = SSEDecoder()
         self.parser = ChunkParser()
         self.loop = asyncio.get_running_loop()
-        self.silence = _Silence(self.loop, provider._timeout_s, resp)
+        self.silence = Silence(self.loop, provider._timeout_s, resp)
 
     def reads(self) -> AsyncIterator[bytes]:
         if self.whole is not None:
@@ -248,12 +217,7 @@ class _SSEStream:
         return [Usage(estimate_tokens(self.call.messages), -(-self.parser.chars // 4))]
 
     def failed(self, e: Exception) -> Exception:
-        if not isinstance(e, (TimeoutError, aiohttp.ClientError)):
-            return e
-        p = self.provider
-        if self.silence.fired:
-            return UpstreamTimeout(f"upstream {p.name} sent nothing for {p._timeout_s:g}s in the middle of a stream")
-        return p._transport_error(e)
+        return stream_failed(self.provider.name, self.provider._timeout_s, self.silence, e)
 
     async def close(self) -> None:
         self.silence.stop()
@@ -261,34 +225,6 @@ class _SSEStream:
             self.resp.release()
         else:
             self.resp.close()  # drop the connection: the upstream stops generating at once
-
-
-class _Silence:
-    """Closes an upstream stream that has sent nothing for `timeout_s` (the reader then fails
-    and `fired` says why). One timer per stream, re-armed only when it comes due: the reader
-    just notes the time of each read in `last`. Time counts from bmo's last read, so a client
-    that stalls its own reading for that long ends the stream the same way."""
-
-    __slots__ = ("loop", "timeout", "resp", "last", "fired", "_handle")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float, resp: aiohttp.ClientResponse) -> None:
-        self.loop = loop
-        self.timeout = timeout
-        self.resp = resp
-        self.last = loop.time()
-        self.fired = False
-        self._handle = loop.call_later(timeout, self._check)
-
-    def _check(self) -> None:
-        idle = self.loop.time() - self.last
-        if idle >= self.timeout:
-            self.fired = True
-            self.resp.close()
-        else:
-            self._handle = self.loop.call_later(self.timeout - idle, self._check)
-
-    def stop(self) -> None:
-        self._handle.cancel()
 
 
 def _checked_event(provider: str, event: str | None, obj: Any) -> dict[str, Any] | None:

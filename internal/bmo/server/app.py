@@ -1,9 +1,10 @@
 """The aiohttp application: one catch-all route, bmo's own router, auth, errors, headers.
 
-Every request gets a request id (sent back as `X-Request-Id`), is routed by `Router`, is
-authenticated for its route's scope, and any `BmoError` is rendered once, here, as the OpenAI
-error envelope. Unexpected exceptions are logged with their traceback and answered as a 500
-envelope: a client never sees a traceback.
+Every request is a `Run` of the service from its first byte (so a 401 or a 404 is recorded
+too), gets a request id (sent back as `X-Request-Id`), is routed by `Router`, is authenticated
+for its route's scope, and any `BmoError` is rendered once, here, in the envelope of the route's
+dialect. Unexpected exceptions are logged with their traceback and answered as a 500 envelope: a
+client never sees a traceback.
 """
 
 from __future__ import annotations
@@ -16,18 +17,21 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from bmo.errors import BmoError, InternalError, NotFound
+from bmo.protocol.anthropic import ANTHROPIC
+from bmo.protocol.openai import OPENAI
 from bmo.runtime import Runtime
-from bmo.server import chat, ledger, models
+from bmo.server import dialects, ledger, models
 from bmo.server.auth import Authenticator
 from bmo.server.context import RUNTIME, STATE, RequestState, ServerState
 from bmo.server.http import error_response
-from bmo.server.recording import fire, record
 from bmo.server.routes import Router
-from bmo.service import RunInfo
+from bmo.service import Run
 
 log = logging.getLogger("bmo.server")
 
-COMPAT_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages"})
+COMPAT_ROUTES = frozenset(
+    {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens"}
+)
 # Not compat requests: health probes, metrics scrapes and ledger reads would drown the ledger.
 UNRECORDED = frozenset(
     {
@@ -45,7 +49,7 @@ CORS_ALLOW_HEADERS = (
     "X-Stainless-Async, Anthropic-Version, Anthropic-Beta, Anthropic-Dangerous-Direct-Browser-Access, "
     "OpenAI-Organization, OpenAI-Project"
 )
-CORS_EXPOSE = "X-Request-Id, Retry-After, X-Should-Retry, X-BMO-Warning, X-BMO-Agent"
+CORS_EXPOSE = "X-Request-Id, Request-Id, Retry-After, X-Should-Retry, X-BMO-Warning, X-BMO-Agent"
 
 
 def build_router(*, metrics_public: bool = False) -> Router:
@@ -53,7 +57,9 @@ def build_router(*, metrics_public: bool = False) -> Router:
     r.add("GET", "/health", models.health, scope="none")
     r.add("GET", "/v1/models", models.list_models, scope="chat")
     r.add("GET", "/v1/models/{tail}", models.get_model, scope="chat")
-    r.add("POST", "/v1/chat/completions", chat.chat_completions, scope="chat")
+    r.add("POST", "/v1/chat/completions", dialects.chat_completions, scope="chat", dialect=OPENAI)
+    r.add("POST", "/v1/messages", dialects.messages, scope="chat", dialect=ANTHROPIC)
+    r.add("POST", "/v1/messages/count_tokens", dialects.count_tokens, scope="chat", dialect=ANTHROPIC)
     r.add("GET", "/v1/openai-compat/posture", ledger.posture, scope="ledger")
     r.add("GET", "/v1/openai-compat/runs", ledger.runs, scope="ledger")
     r.add("GET", "/v1/openai-compat/runs/{tail}", ledger.run, scope="ledger")
@@ -78,6 +84,7 @@ def make_app(runtime: Runtime, *, env_api_key: str | None = None) -> web.Applica
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         await runtime.open()
+        state.service = runtime.chat()
         yield
         await runtime.close()
 
@@ -92,7 +99,9 @@ def make_app(runtime: Runtime, *, env_api_key: str | None = None) -> web.Applica
 async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
     st: RequestState | None = request.get(STATE)
     if st is not None:
-        response.headers["X-Request-Id"] = st.info.request_id
+        response.headers["X-Request-Id"] = st.run.request_id
+        if st.dialect is not None and st.dialect.request_id_header:
+            response.headers[st.dialect.request_id_header] = st.run.request_id
     origin = request.headers.get("Origin")
     if origin:
         allowed = request.app[RUNTIME].cors_origins
@@ -104,55 +113,62 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
 
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
-    app_state = request.app[RUNTIME]
-    t0 = time.monotonic()
-    wall = time.time()
-    st = RequestState(
-        info=RunInfo(request_id=app_state.ids.request_id(), route="unmatched", started=t0), server=app_state
+    srv = request.app[RUNTIME]
+    service = srv.service
+    assert service is not None, "the runtime is not open"
+    run = Run(
+        service,
+        srv.ids.request_id(),
+        "unmatched",
+        request.method,
+        request.headers.get("User-Agent"),
+        None,
+        time.monotonic(),
+        time.time(),
     )
+    st = RequestState(run=run, server=srv)
     request[STATE] = st
     if request.method == "OPTIONS":
         return _preflight(request)
-    st.info.event("received")
-    status = 499  # until something is answered: the client went away first
-    app_state.in_flight += 1
+    srv.in_flight += 1
     try:
-        handler, scope, route, tail = app_state.router.resolve(request.method, request.path)
-        st.route = st.info.route = route
-        st.tail = tail
+        (handler, scope, route, st.dialect), st.tail = srv.router.resolve(request.method, request.path)
+        run.route = route
         st.recorded = route not in UNRECORDED
-        if route in COMPAT_ROUTES and not app_state.compat_enabled:
+        if route in COMPAT_ROUTES and not srv.compat_enabled:
             raise NotFound(
                 "The OpenAI-compatible routes are turned off (openai_compat.enabled).", code="endpoint_disabled"
             )
-        st.principal = await app_state.auth.authenticate(request, scope)
+        st.principal = principal = await srv.auth.authenticate(request, scope)
+        run.caller_prefix = principal.prefix
         if st.recorded and route not in COMPAT_ROUTES:
-            fire(request, st)  # inference routes fire once the agent is known
+            service.fire(run)  # inference routes fire once the agent is known
         resp = await handler(request)
-        status = resp.status
+        run.status = resp.status
         return resp
     except BmoError as e:
         if e.status >= 500:
             log.warning("%s %s -> %s %s (%s)", request.method, request.path, e.status, e.code, e.detail or e.message)
-        st.error = e
-        status = e.status
-        return error_response(e)
+        run.error = e
+        run.status = e.status
+        return error_response(e, st.dialect)
     except asyncio.CancelledError:
-        st.client_gone = True
+        run.client_gone = True
         raise
     except web.HTTPException:
         raise
     except Exception as e:
-        log.exception("unhandled error on %s %s (%s)", request.method, request.path, st.info.request_id)
-        st.error = InternalError(
-            f"bmo hit an internal error ({type(e).__name__}); see the server log for request {st.info.request_id}."
+        log.exception("unhandled error on %s %s (%s)", request.method, request.path, run.request_id)
+        run.error = InternalError(
+            f"bmo hit an internal error ({type(e).__name__}); see the server log for request {run.request_id}."
         )
-        status = 500
-        return error_response(st.error)
+        run.status = 500
+        return error_response(run.error, st.dialect)
     finally:
-        app_state.in_flight -= 1
+        srv.in_flight -= 1
         if st.recorded:
-            record(request, st, status if not st.first_byte_sent else 200, wall)
+            run.client_ip = request.remote
+            service.end(run)
 
 
 def _preflight(request: web.Request) -> web.Response:

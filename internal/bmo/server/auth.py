@@ -36,7 +36,7 @@ class Principal:
 ANONYMOUS = Principal(name="anonymous", prefix=None, scopes=frozenset({"admin"}))
 
 
-class KeyIdentity(Protocol):
+class VerifiedKey(Protocol):
     """What a verifier knows about a valid key."""
 
     @property
@@ -48,7 +48,7 @@ class KeyIdentity(Protocol):
 
 
 class KeyVerifier(Protocol):
-    async def verify(self, secret: str) -> KeyIdentity:
+    async def verify(self, secret: str) -> VerifiedKey:
         """The identity of a valid key. Raises AuthenticationError whose message names the class
         (malformed, unknown, revoked, expired), or a 503 BmoError when it cannot tell."""
         ...

@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from bmo.errors import BmoError
 from bmo.ids import Ids
+from bmo.protocol.dialect import Dialect
 from bmo.runtime import Runtime
 from bmo.server.auth import Authenticator, Principal
 from bmo.server.routes import Router
-from bmo.service import RunInfo
+from bmo.service import ChatService, Run
 
 
 @dataclass(slots=True)
@@ -23,24 +23,19 @@ class ServerState:
     keepalive_s: float
     cors_origins: frozenset[str]
     compat_enabled: bool
+    service: ChatService | None = None  # once the runtime is open
     ids: Ids = field(default_factory=Ids)
     in_flight: int = 0
 
 
 @dataclass(slots=True)
 class RequestState:
-    info: RunInfo
+    run: Run  # the run this request is, recorded in the ledger when `recorded`
     server: ServerState  # the app's, here so that the hot path needs no `request.app[...]` lookup
-    route: str = "unmatched"
     principal: Principal | None = None
     tail: str = ""
-    model_requested: str | None = None
-    stream: bool = False
-    first_byte_sent: bool = False
-    client_gone: bool = False
     recorded: bool = True  # unmatched paths are recorded too (SPEC §6: 404s included)
-    fired: bool = False
-    error: BmoError | None = None  # what the client was told, before or inside the stream
+    dialect: Dialect | None = None  # whose envelope an error on this route is rendered in
 
 
 RUNTIME: web.AppKey[ServerState] = web.AppKey("bmo_state", ServerState)

@@ -8,6 +8,7 @@ import orjson
 from aiohttp import web
 
 from bmo.errors import BmoError, RequestTooLarge
+from bmo.protocol.dialect import Dialect
 
 JSON = "application/json"
 
@@ -16,9 +17,11 @@ def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = 
     return web.Response(body=orjson.dumps(obj), status=status, content_type=JSON, headers=headers)
 
 
-def error_response(err: BmoError) -> web.Response:
-    """The one renderer of errors at the HTTP edge (SPEC §5)."""
-    return web.Response(body=orjson.dumps(err.body()), status=err.status, content_type=JSON, headers=err.headers)
+def error_response(err: BmoError, dialect: Dialect | None = None) -> web.Response:
+    """The one renderer of errors at the HTTP edge (SPEC §5): in the envelope of the route's
+    dialect, the OpenAI one for every other route."""
+    body = dialect.render_error(err) if dialect is not None else orjson.dumps(err.body())
+    return web.Response(body=body, status=err.status, content_type=JSON, headers=err.headers)
 
 
 async def read_body(request: web.Request, max_bytes: int) -> bytes:

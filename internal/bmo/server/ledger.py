@@ -1,6 +1,7 @@
 """The ledger routes (SPEC §3, §6): posture, runs, one run, its events; and /metrics.
 
-Reads first wait for the ledger writer to flush, so the run behind an `X-Request-Id` a client
+Reads go through the runtime (the server never queries the store itself: tests/test_layers.py),
+which first waits for the ledger writer to flush, so the run behind an `X-Request-Id` a client
 just got is always found (the writer is at most ~50 ms behind).
 """
 
@@ -14,7 +15,6 @@ from bmo.errors import InvalidRequest, NotFound
 from bmo.posture import INFERENCE_ROUTES, build_posture
 from bmo.server.context import RUNTIME, STATE
 from bmo.server.http import json_response
-from bmo.store.ledger import get_run, list_runs
 
 MAX_LIMIT = 500
 
@@ -53,9 +53,7 @@ async def runs(request: web.Request) -> web.StreamResponse:
     limit = _int(request, "limit", 50, 1, MAX_LIMIT) or 50
     status = _int(request, "status", None, 100, 599)
     q = request.query
-    await rt.ledger.flush()
-    records, cursor = await list_runs(
-        rt.db,
+    records, cursor = await rt.list_runs(
         limit=limit,
         cursor=q.get("cursor") or None,
         route=q.get("route") or None,
@@ -74,8 +72,7 @@ async def run(request: web.Request) -> web.StreamResponse:
     rid, _, rest = tail.partition("/")
     if rest not in ("", "events"):
         raise NotFound(f"Unknown request URL: {request.method} {request.path}.", code="not_found")
-    await rt.ledger.flush()
-    record = await get_run(rt.db, rid)
+    record = await rt.get_run(rid)
     if record is None:
         raise NotFound(
             f"No run with request id {rid!r} (it may be older than the retention).",

@@ -13,8 +13,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from bmo.errors import MethodNotAllowed, NotFound
+from bmo.protocol.dialect import Dialect
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Entry = tuple[Handler, str, str, "Dialect | None"]  # handler, scope, route name, error dialect
 _SLASHES = re.compile(r"/{2,}")
 
 
@@ -28,12 +30,13 @@ def normalise(path: str) -> str:
 
 class Router:
     def __init__(self) -> None:
-        self._exact: dict[str, dict[str, tuple[Handler, str, str]]] = {}
-        self._prefix: list[tuple[str, dict[str, tuple[Handler, str, str]]]] = []
+        self._exact: dict[str, dict[str, Entry]] = {}
+        self._prefix: list[tuple[str, dict[str, Entry]]] = []
 
-    def add(self, method: str, path: str, handler: Handler, *, scope: str) -> None:
-        """`path` ending in `/{tail}` matches any rest of the path (stored as match_info tail)."""
-        entry = (handler, scope, path.replace("{tail}", "{id}"))
+    def add(self, method: str, path: str, handler: Handler, *, scope: str, dialect: Dialect | None = None) -> None:
+        """`path` ending in `/{tail}` matches any rest of the path (stored as match_info tail).
+        `dialect` renders the route's errors (None: the OpenAI envelope)."""
+        entry: Entry = (handler, scope, path.replace("{tail}", "{id}"), dialect)
         paths = [path, path[3:]] if path.startswith("/v1/") else [path]  # clients configured without /v1
         for p in paths:
             if p.endswith("/{tail}"):
@@ -51,8 +54,8 @@ class Router:
     def exact_paths(self) -> list[str]:
         return sorted(self._exact)
 
-    def resolve(self, method: str, raw_path: str) -> tuple[Handler, str, str, str]:
-        """(handler, scope, canonical route name, tail). Raises NotFound/MethodNotAllowed."""
+    def resolve(self, method: str, raw_path: str) -> tuple[Entry, str]:
+        """(the route's entry, tail). Raises NotFound/MethodNotAllowed."""
         path = normalise(raw_path)
         table = self._exact.get(path)
         tail = ""
@@ -72,4 +75,4 @@ class Router:
                 f"Method {method} is not allowed on {path}; use {allowed}.",
                 headers={"Allow": allowed},
             )
-        return entry[0], entry[1], entry[2], tail
+        return entry, tail

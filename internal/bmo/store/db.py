@@ -6,7 +6,7 @@ once. Writes go through `transaction()`, which serialises this connection's writ
 connection cannot hold two transactions) and takes SQLite's write lock up front (`BEGIN
 IMMEDIATE`) so that a busy database waits `busy_timeout` instead of failing half-way.
 
-Every failure to open or use the file becomes `ServerError` (503 `store_unavailable`) with a
+Every failure to open or use the file becomes `Unavailable` (503 `store_unavailable`) with a
 message that says which file and what went wrong.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 
 import aiosqlite
 
-from bmo.errors import ServerError
+from bmo.errors import Unavailable
 from bmo.store.migrations import migrate
 
 # How long a writer waits for another process's write lock before giving up. Writes are short
@@ -30,8 +30,8 @@ from bmo.store.migrations import migrate
 BUSY_TIMEOUT_S = 5.0
 
 
-def store_error(path: Path, doing: str, e: BaseException) -> ServerError:
-    return ServerError(f"The database {path} {doing}: {e}", detail=repr(e))
+def store_error(path: Path, doing: str, e: BaseException) -> Unavailable:
+    return Unavailable(f"The database {path} {doing}: {e}", detail=repr(e))
 
 
 class Database:
@@ -50,7 +50,7 @@ class Database:
     @property
     def conn(self) -> aiosqlite.Connection:
         if self._conn is None:
-            raise ServerError(f"The database {self.path} is not open.")
+            raise Unavailable(f"The database {self.path} is not open.")
         return self._conn
 
     async def open(self) -> None:
@@ -76,7 +76,7 @@ class Database:
             await conn.execute("PRAGMA synchronous = NORMAL")  # durable enough with WAL, and far fewer fsyncs
             await conn.execute("PRAGMA foreign_keys = ON")
             await migrate(conn)
-        except ServerError:
+        except Unavailable:
             await conn.close()
             raise
         except (sqlite3.Error, OSError) as e:

@@ -23,9 +23,8 @@ from typing import Any
 
 import orjson
 
-from bmo.errors import InvalidRequest, ServerError
-from bmo.posture import Persistence
-from bmo.runs import RunEvent, RunRecord
+from bmo.errors import InvalidRequest, Unavailable
+from bmo.runs import Persistence, RunEvent, RunRecord
 from bmo.store.db import Database
 
 log = logging.getLogger("bmo.ledger")
@@ -148,7 +147,7 @@ class LedgerWriter:
             rows = [_row(r) for r in batch]
             async with self.db.transaction() as conn:
                 await conn.executemany(_INSERT, rows)
-        except (ServerError, sqlite3.Error, ValueError, TypeError) as e:
+        except (Unavailable, sqlite3.Error, ValueError, TypeError) as e:
             self._drop(len(batch), getattr(e, "message", None) or str(e))
             return
         p = self.persistence
@@ -191,7 +190,7 @@ async def prune_forever(db: Database, retention_days: float, sessions: Any = Non
                 n = await sessions.prune(ttl_days)
                 if n:
                     log.info("sessions: pruned %d idle for more than %g days", n, ttl_days)
-        except ServerError as e:
+        except Unavailable as e:
             log.warning("retention failed: %s", e.message)
         await asyncio.sleep(PRUNE_EVERY_S)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from bmo.errors import ServerError
+from bmo.errors import Unavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +174,7 @@ async def migrate(conn: aiosqlite.Connection, *, target: int | None = None) -> l
         done = await applied_versions(conn)
         unknown = sorted(v for v in done if v > latest_version())
         if unknown:
-            raise ServerError(
+            raise Unavailable(
                 f"bmo.db has schema version {unknown[-1]}, newer than this bmo knows ({latest_version()}); "
                 "it was written by a newer bmo. Upgrade bmo, or point BMO_HOME elsewhere."
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -55,15 +55,26 @@ def run(
     *,
     shutdown_grace_s: float,
     on_ready: Callable[[str, int], None] | None = None,
+    cleanup: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Blocking entry for `bmo serve`: uvloop when installed, else asyncio."""
+    """Blocking entry for `bmo serve`: uvloop when installed, else asyncio. `cleanup` runs last,
+    in the same event loop, however serving ended: a start-up that fails part way (the runtime's
+    opening inside the app's start-up, or the bind) must close what was opened there, or the
+    store's worker thread keeps the process alive."""
 
     def ready(bound_host: str, bound_port: int) -> None:
         settle_gc()
         if on_ready is not None:
             on_ready(bound_host, bound_port)
 
-    coro = serve(app, host, port, shutdown_grace_s=shutdown_grace_s, on_ready=ready)
+    async def main() -> None:
+        try:
+            await serve(app, host, port, shutdown_grace_s=shutdown_grace_s, on_ready=ready)
+        finally:
+            if cleanup is not None:
+                await cleanup()
+
+    coro = main()
     try:
         import uvloop
     except ImportError:

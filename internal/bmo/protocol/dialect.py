@@ -1,0 +1,80 @@
+"""What a wire dialect is (layer 1, pure): the contract between a protocol module and the one
+shared relay in `server/relay.py`.
+
+A dialect turns a client's JSON body into the internal `ChatRequest`, and renders the run's
+answer back in that client's wire shape: whole, as a stream, or as an error. It does no I/O and
+never imports another dialect's module; the relay and the service do the rest (admission,
+session, the agent loop, keepalive, headers held until the first event, in-band errors,
+cancellation, the ledger). Adding a dialect is a protocol module with one object of this shape,
+a handler of a few lines, and a line in the routes table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from bmo.chat import ChatRequest, Completion, Event
+from bmo.errors import BmoError, InvalidRequest
+
+
+def parse_json_body(raw: bytes) -> dict[str, Any]:
+    """Decode a request body; anything but a JSON object is a 400 with a clear message."""
+    if not raw.strip():
+        raise InvalidRequest("The request body is empty; send a JSON object.", code="invalid_json")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        where = f" (line {e.lineno}, column {e.colno})" if e.lineno else ""
+        raise InvalidRequest(f"The request body is not valid JSON{where}.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+@dataclass(slots=True, frozen=True)
+class Reply:
+    """What every rendering of one run shares: the id the client sees on every frame, the
+    creation time, and the model as the client named it."""
+
+    id: str
+    created: int  # unix seconds
+    model: str
+    include_usage: bool = False  # OpenAI `stream_options.include_usage`
+    prompt_tokens: int = 0  # an estimate known before the upstream answers (Anthropic message_start)
+
+
+class StreamRenderer(Protocol):
+    """One stream, rendered as bytes. The relay calls `start()` once, then `events(batch)` for
+    every batch the run yields (text, reasoning, client tool-call deltas, the `Finish`, the total
+    `Usage`), then `end()`; or `error(err)` in place of whatever is left after a failure."""
+
+    eager: bool  # True: `start()` goes out as soon as the run is admitted, before any event
+    keepalive: bytes  # sent while the run is quiet
+
+    def start(self) -> bytes: ...
+
+    def events(self, batch: list[Event]) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+    def error(self, err: BmoError) -> bytes: ...
+
+
+class Dialect(Protocol):
+    name: str  # "openai", "anthropic"
+    id_prefix: str  # of `Reply.id`: "chatcmpl-", "msg_"
+    request_id_header: str | None  # a header of the dialect's own that carries bmo's request id
+
+    def parse(self, body: dict[str, Any], headers: Mapping[str, str]) -> ChatRequest: ...
+
+    def render_whole(self, answer: Completion, reply: Reply) -> dict[str, Any]: ...
+
+    def stream(self, reply: Reply) -> StreamRenderer: ...
+
+    def render_error(self, err: BmoError) -> bytes:
+        """The error's body in this dialect's envelope (status and headers are the error's)."""
+        ...

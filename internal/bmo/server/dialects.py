@@ -1,0 +1,42 @@
+"""The dialects' handlers: parse the body in the client's wire format, hand it to the relay.
+
+Each is a few lines; the relay (server/relay.py) and the service do the rest. A new dialect is a
+protocol module, a handler here, and a line in app.py's routes table.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from bmo.protocol.anthropic import ANTHROPIC, parse_count_tokens_request, to_token_count
+from bmo.protocol.dialect import parse_json_body
+from bmo.protocol.openai import OPENAI
+from bmo.server.context import STATE, RequestState
+from bmo.server.http import json_response, read_body
+from bmo.server.relay import respond
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """POST /v1/chat/completions (SPEC §4)."""
+    state: RequestState = request[STATE]
+    body = parse_json_body(await read_body(request, state.server.max_body))
+    return await respond(request, state, OPENAI, OPENAI.parse(body, request.headers))
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    """POST /v1/messages (SPEC §4a), any query string (Claude Code sends `?beta=true`)."""
+    state: RequestState = request[STATE]
+    body = parse_json_body(await read_body(request, state.server.max_body))
+    return await respond(request, state, ANTHROPIC, ANTHROPIC.parse(body, request.headers))
+
+
+async def count_tokens(request: web.Request) -> web.StreamResponse:
+    """POST /v1/messages/count_tokens: the agent's upstream count where it has one, else bmo's
+    estimate (chat.estimate_tokens), over what the agent would send: its prompt, the request's
+    messages and every tool it would offer."""
+    state: RequestState = request[STATE]
+    body = parse_json_body(await read_body(request, state.server.max_body))
+    req = parse_count_tokens_request(body, request.headers)
+    assert state.server.service is not None
+    n = await state.server.service.count_tokens(state.run, req, request.headers)
+    return json_response(to_token_count(n))
