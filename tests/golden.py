@@ -2,7 +2,8 @@
 
 `assert_golden(name, value)` compares `value` (JSON-able, or text) with tests/golden/<name>.
 Volatile fields are normalised first. Set BMO_UPDATE_GOLDEN=1 to (re)write the files; a changed
-shape then shows up in the commit's diff, which is the point.
+shape then shows up in the commit's diff, which is the point. Without it a missing file is a
+failure, never a silent write: a test must not pass by creating its own expectation.
 """
 
 from __future__ import annotations
@@ -60,9 +61,10 @@ def assert_golden(name: str, value: Any) -> None:
             text = pat.sub(rep, text)
     else:
         text = orjson.dumps(normalise(value), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
-    if os.environ.get("BMO_UPDATE_GOLDEN") == "1" or not path.exists():
-        if os.environ.get("CI") and not path.exists():
-            raise AssertionError(f"golden file {path} is missing; run the tests with BMO_UPDATE_GOLDEN=1 and commit it")
+    if os.environ.get("BMO_UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         return
+    if not path.exists():
+        raise AssertionError(f"golden file {path} is missing; run the tests with BMO_UPDATE_GOLDEN=1 and commit it")
     assert text == path.read_text(), f"{name} differs from its golden file (BMO_UPDATE_GOLDEN=1 to accept)"

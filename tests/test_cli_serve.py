@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import openai
+import pytest
 from typer.testing import CliRunner
 
 from bmo.cli import app
-from served import Served, run_bmo
+from served import Served, run_bmo, serve_env
 
 
 def test_serve_on_empty_home_then_sigterm(tmp_path: Path) -> None:
@@ -92,3 +96,104 @@ def test_json_access_log_one_fired_and_one_action_per_request(tmp_path: Path) ->
     action = next(ln for ln in access if ln["request_id"] == ids[1] and ln["msg"] == "openai_compat.action")
     assert action["status"] == 404 and action["outcome"] == "client_error"
     assert "sk-bmo-log-key" not in err
+
+
+# Start-up failures: one line on stderr naming file, key and reason; exit code 2; no traceback,
+# and the process ends (a half-open store must not keep it alive).
+
+
+def _refused(r: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert "serving on" not in r.stdout
+
+
+def run_patched(home: Path, patch: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`bmo ARGS` in a child process after `patch` ran in it: a failure no config can cause."""
+    code = f"{patch}\nfrom bmo.cli import main\nmain()\n"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], env=serve_env(home), capture_output=True, text=True, timeout=30
+    )
+
+
+LATE_CONFIG_ERROR = """
+import bmo.runtime
+from bmo.errors import ConfigError
+_open = bmo.runtime.Runtime.open
+async def open_then_refuse(self):
+    await _open(self)  # the store, its tasks and the upstream pool are open now
+    raise ConfigError(str(self.cfg.config_file), "providers.late.kind", "refused after the store was opened")
+bmo.runtime.Runtime.open = open_then_refuse
+"""
+
+
+def test_serve_late_config_error_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    # as a provider kind the registry does not have, raised from inside Runtime.open()
+    r = run_patched(tmp_path, LATE_CONFIG_ERROR, "serve", "--port", "0")
+    _refused(r, f"{tmp_path / 'config.yaml'}: providers.late.kind: refused after the store was opened")
+    keys = run_bmo(tmp_path, "api-key", "list", "--json")
+    assert keys.returncode == 0 and "sk-bmo-" not in keys.stdout
+    assert '"name": "first"' not in keys.stdout  # minted for the banner, never shown, so forgotten
+
+
+def test_bmo_debug_shows_the_traceback(tmp_path: Path) -> None:
+    r = run_patched(tmp_path, LATE_CONFIG_ERROR, "serve", "--port", "0")
+    assert "Traceback" not in r.stderr
+    env_debug = "import os\nos.environ['BMO_DEBUG'] = '1'\n"
+    r = run_patched(tmp_path, env_debug + LATE_CONFIG_ERROR, "serve", "--port", "0")
+    assert r.returncode != 0 and "Traceback" in r.stderr and "refused after the store was opened" in r.stderr
+
+
+def test_serve_on_an_unusable_store_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "bmo.db").mkdir()  # the database path is a folder
+    _refused(run_bmo(tmp_path, "serve", "--port", "0"), "cannot start", str(tmp_path / "bmo.db"))
+
+
+def test_serve_on_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = run_bmo(tmp_path, "serve", "--port", str(port), BMO_API_KEY="sk-bmo-test-key")
+    _refused(r, f"cannot listen on 127.0.0.1:{port}", "in use")
+
+
+def test_validate_and_serve_agree_on_an_agents_dir_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("agents_dir: agents.yaml\n")
+    (tmp_path / "agents.yaml").write_text("id: coder\nmodel: local/echo\n")
+    r = CliRunner().invoke(app, ["config", "validate", "--home", str(tmp_path)], env={"COLUMNS": "200"})
+    assert r.exit_code == 2 and "agents_dir" in r.output and "is not a folder" in r.output
+    _refused(run_bmo(tmp_path, "serve", "--port", "0"), "bad configuration", "agents_dir", "is not a folder")
+
+
+def test_validate_and_serve_agree_on_a_provider_kind_this_build_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bmo.providers
+
+    (tmp_path / "config.yaml").write_text("providers:\n  c: {kind: anthropic}\n")
+    without = "import bmo.providers\nbmo.providers.KINDS = ('openai', 'echo')\n"
+    monkeypatch.setattr(bmo.providers, "KINDS", ("openai", "echo"), raising=False)
+    r = CliRunner().invoke(app, ["config", "validate", "--home", str(tmp_path)], env={"COLUMNS": "200"})
+    assert r.exit_code == 2 and "providers.c.kind (line 2): provider kind 'anthropic' is not available" in r.output
+    r = run_patched(tmp_path, without, "serve", "--port", "0")
+    _refused(r, "providers.c.kind (line 2): provider kind 'anthropic' is not available")
+
+
+def test_a_config_validate_accepts_is_one_serve_starts_on(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text('model_aliases: {"claude-*": coder}\n')
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "coder.yaml").write_text("id: coder\nmodel: local/echo\n")
+    r = CliRunner().invoke(app, ["config", "validate", "--home", str(tmp_path)], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    s = Served(tmp_path, BMO_API_KEY="sk-bmo-test-key")
+    try:
+        got = httpx.get(s.url + "/models/claude-sonnet-4-5", headers={"Authorization": "Bearer sk-bmo-test-key"})
+        assert got.status_code == 200 and got.json()["id"] == "claude-sonnet-4-5"
+    finally:
+        s.stop()
+    assert s.proc.returncode == 0

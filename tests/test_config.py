@@ -119,3 +119,22 @@ def test_agent_file_can_replace_default_and_resolution(tmp_path: Path) -> None:
     assert reg.resolve("agent:default") is reg.default
     with pytest.raises(NotFound):
         reg.resolve("local/echo")  # routes are hidden unless expose_routes
+
+
+def test_agents_dir_must_be_a_folder(tmp_path: Path) -> None:
+    # a file there used to be skipped silently: the agents in it were simply missing
+    (tmp_path / "config.yaml").write_text("agents_dir: coder.yaml\n")
+    (tmp_path / "coder.yaml").write_text("id: coder\nmodel: local/echo\n")
+    with pytest.raises(ConfigError) as e:
+        load_agents(load_config(tmp_path, env={}))
+    assert e.value.file == str(tmp_path / "config.yaml") and e.value.key == "agents_dir"
+    assert "is not a folder" in e.value.problem
+
+
+def test_the_config_remembers_where_each_key_was(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("server:\n  port: 9100\nmodel_aliases:\n  'gpt-5*': default\n")
+    cfg = load_config(tmp_path, env={})
+    assert cfg.where("server.port") == "server.port (line 2)"
+    assert cfg.where("model_aliases.gpt-5*") == "model_aliases.gpt-5* (line 4)"
+    assert cfg.where("auth.mode") == "auth.mode"  # not in the file: no line to name
+    assert load_config(tmp_path, env={}) == cfg  # the line index is not part of the config's value

@@ -66,7 +66,7 @@ def test_a_store_that_cannot_open_stops_start_up_clearly(tmp_path: Path) -> None
     home.mkdir()
     (home / "bmo.db").write_bytes(b"not a database, just bytes " * 100)
     r = run_bmo(home, "serve", "--port", "0")
-    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.returncode == 2, r.stdout + r.stderr  # every start-up failure: exit 2, as a bad config
     assert "bmo.db" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -76,7 +76,7 @@ def test_a_port_in_use_is_a_clear_error_and_the_unshown_key_is_dropped(tmp_path:
         port = first.url.rsplit(":", 1)[1].split("/")[0]
         home = tmp_path / "b"
         r = run_bmo(home, "serve", "--port", port)
-        assert r.returncode == 1 and "cannot listen" in r.stderr and "Traceback" not in r.stderr
+        assert r.returncode == 2 and "cannot listen" in r.stderr and "Traceback" not in r.stderr
         assert SECRET.search(r.stdout) is None
         listed = run_bmo(home, "api-key", "list", "--json")
         assert listed.stdout.strip() == "[]"  # never shown, so not kept: the next start mints afresh

@@ -2,14 +2,16 @@
 
 An agent is what a client names in `model`. Resolution order (SPEC §4), first match wins:
 header `X-BMO-Agent`; `default` or no model → the configured default agent; an agent id;
-`agent:<id>` / `bmo:<id>`; a provider route `<provider>/<model>` when `expose_routes` is on.
-Anything else is 404 `model_not_found`.
+`agent:<id>` / `bmo:<id>`; a provider route `<provider>/<model>` when `expose_routes` is on; the
+first `model_aliases` glob (config.yaml, `fnmatch.fnmatchcase`) that matches. Anything else is 404
+`model_not_found`. Aliases are not model ids of their own: `/v1/models` lists agents, not globs.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from importlib import resources
 from typing import Any
 
@@ -119,6 +121,8 @@ def load_agents(cfg: Config) -> dict[str, AgentSpec]:
     providers = set(cfg.providers)
     agents = {"default": _builtin_default(providers)}
     d = cfg.agents_path
+    if d.exists() and not d.is_dir():
+        raise ConfigError(str(cfg.config_file), "agents_dir", f"{d} is not a folder (it must hold the agent files)")
     if d.is_dir():
         seen: dict[str, str] = {}
         for path in sorted([*d.glob("*.yaml"), *d.glob("*.yml")]):
@@ -134,7 +138,24 @@ def load_agents(cfg: Config) -> dict[str, AgentSpec]:
             "default_agent",
             f"no agent {cfg.default_agent!r} (known: {', '.join(sorted(agents))})",
         )
+    alias_targets(cfg, agents)
     return agents
+
+
+def alias_targets(cfg: Config, agents: dict[str, AgentSpec]) -> list[tuple[str, AgentSpec]]:
+    """`model_aliases` as (glob, agent) in file order; a glob naming no known agent is a ConfigError
+    (checked at load, so a typo stops start-up instead of turning into 404s later)."""
+    out: list[tuple[str, AgentSpec]] = []
+    for glob, target in cfg.model_aliases.items():
+        spec = agents.get(target)
+        if spec is None:
+            raise ConfigError(
+                str(cfg.config_file),
+                cfg.where(f"model_aliases.{glob}"),
+                f"no agent {target!r} (known: {', '.join(sorted(agents))})",
+            )
+        out.append((glob, spec))
+    return out
 
 
 class AgentRegistry:
@@ -146,6 +167,7 @@ class AgentRegistry:
         routes = {a.model for a in agents.values()} | {"local/echo"}
         self._routes = sorted(routes)
         self._route_agents: dict[str, AgentSpec] = {}
+        self.aliases = alias_targets(cfg, agents)
 
     def model_ids(self) -> list[str]:
         ids = ["default", *sorted(a for a in self.agents if a != "default")]
@@ -177,6 +199,9 @@ class AgentRegistry:
                     spec = AgentSpec(id=name, model=name, description=f"provider route {name}", source="route")
                     if len(self._route_agents) < 1024:  # bounded: clients choose these names
                         self._route_agents[name] = spec
+                return spec
+        for glob, spec in self.aliases:
+            if fnmatchcase(name, glob):
                 return spec
         raise NotFound(
             f"The model `{shown}` does not exist or you do not have access to it.",

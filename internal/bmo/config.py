@@ -4,7 +4,8 @@
 
 A bad file never half-starts the server: `load_config` raises `ConfigError` naming the file, the
 key, its line and the problem. Every setting, its default and its environment variable is listed
-in `ENV_VARS` and in README.md (a test keeps the two in step).
+in `ENV_VARS` and in README.md (a test keeps the two in step). `providers` and `model_aliases` are
+mappings the file alone sets (no environment variable).
 """
 
 from __future__ import annotations
@@ -82,12 +83,21 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     default_agent: str = "default"
+    # glob (fnmatch, case-sensitive) -> agent id, in file order: tried after exact ids (SPEC §4), so
+    # clients that send their own model ids (Claude Code, Codex) reach an agent. The targets are
+    # checked where agents are loaded (bmo.agents), since only there are the agent ids known.
+    model_aliases: dict[str, str] = field(default_factory=dict)
     agents_dir: str = "agents"
     openai_compat: OpenAICompatConfig = field(default_factory=OpenAICompatConfig)
     sessions: SessionsConfig = field(default_factory=SessionsConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
     config_file: Path | None = None
     config_written: bool = False  # true when this start wrote the default config.yaml
+    lines: dict[str, int] = field(default_factory=dict, repr=False, compare=False)  # dotted key -> line
+
+    def where(self, key: str) -> str:
+        """`key (line N)` when the key came from config.yaml, so later checks can say where too."""
+        return f"{key} (line {self.lines[key]})" if key in self.lines else key
 
     @property
     def db_path(self) -> Path:
@@ -233,9 +243,8 @@ def _apply_file(cfg: Config, path: Path) -> None:
     if data is None:
         return
     src = str(path)
-
-    def where(key: str) -> str:
-        return f"{key} (line {lines[key]})" if key in lines else key
+    cfg.lines = lines
+    where = cfg.where
 
     if not isinstance(data, dict):
         raise ConfigError(src, None, "the top level must be a mapping of keys")
@@ -256,9 +265,30 @@ def _apply_file(cfg: Config, path: Path) -> None:
                 raise ConfigError(src, where(key), "must be a mapping of name -> provider")
             for name, pv in value.items():
                 cfg.providers[str(name)] = _provider(str(name), pv, src, where, f"providers.{name}")
+        elif key == "model_aliases":
+            cfg.model_aliases = _aliases(value, src, where)
         else:
-            known = ", ".join(sorted([*_SECTIONS, *_TOP_SCALARS, "providers"]))
+            known = ", ".join(sorted([*_SECTIONS, *_TOP_SCALARS, "providers", "model_aliases"]))
             raise ConfigError(src, where(str(key)), f"unknown key (known: {known})")
+
+
+def _aliases(raw: Any, src: str, where: Any) -> dict[str, str]:
+    """`model_aliases: {glob: agent id}`; the order is kept (the first glob that matches wins)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            src, where("model_aliases"), 'must be a mapping of glob -> agent id, e.g. {"claude-*": coder}'
+        )
+    out: dict[str, str] = {}
+    for glob, target in raw.items():
+        key = f"model_aliases.{glob}"
+        if not isinstance(glob, str) or not glob.strip():
+            raise ConfigError(src, where(key), 'a model alias must be a non-empty glob string, e.g. "claude-*"')
+        if not isinstance(target, str) or not target.strip():
+            raise ConfigError(src, where(key), f"must name an agent id, got {target!r}")
+        out[glob] = target.strip()
+    return out
 
 
 def _provider(name: str, raw: Any, src: str, where: Any, key: str) -> ProviderConfig:
@@ -390,4 +420,5 @@ def as_dict(cfg: Config) -> dict[str, Any]:
     d["home"] = str(cfg.home)
     d["config_file"] = str(cfg.config_file) if cfg.config_file else None
     d.pop("config_written", None)
+    d.pop("lines", None)
     return d

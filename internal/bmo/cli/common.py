@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from bmo.config import Config, load_config
 from bmo.errors import BmoError, ConfigError
+
+if TYPE_CHECKING:
+    from bmo.runtime import Runtime
 
 HomeOption = typer.Option(None, "--home", help="bmo's folder (default: $BMO_HOME or ~/.bmo)", show_default=False)
 JsonOption = typer.Option(False, "--json", help="Print JSON instead of tables.")
@@ -28,7 +32,9 @@ def err_console() -> Console:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console().print(f"[bold red]error:[/] {message}", highlight=False)
+    # soft_wrap: one line however narrow the terminal, so a path or a key in it can be copied whole
+    # escaped: a message quotes user text (a glob like `claude-[34]*`), never Rich markup
+    err_console().print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -37,6 +43,24 @@ def config_or_exit(home: Path | None, flags: dict[str, Any] | None = None, *, wr
         return load_config(home, flags=flags, write_default=write_default)
     except ConfigError as e:
         fail(f"bad configuration: {e}", 2)
+
+
+def build_runtime(cfg: Config) -> Runtime:
+    """What `bmo serve` builds before it opens anything, so `bmo config validate` accepts exactly
+    the configs serve starts on: the agents (incl. `model_aliases`) and the provider registry's
+    kinds. Raises ConfigError."""
+    import bmo.providers
+    from bmo.runtime import Runtime
+
+    kinds = getattr(bmo.providers, "KINDS", None)
+    for name, pc in cfg.providers.items():
+        if kinds is not None and pc.kind not in kinds:
+            raise ConfigError(
+                str(cfg.config_file),
+                cfg.where(f"providers.{name}.kind"),
+                f"provider kind {pc.kind!r} is not available in this build (available: {', '.join(kinds)})",
+            )
+    return Runtime(cfg)
 
 
 def print_json(obj: Any) -> None:

@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from bmo.cli.common import HomeOption, JsonOption, config_or_exit, console, fail, print_json
+from bmo.cli.common import HomeOption, JsonOption, build_runtime, config_or_exit, console, fail, print_json
 from bmo.cli.ledger_cmd import KeyOption, posture_data, render_posture
 from bmo.config import as_dict
 from bmo.errors import ConfigError
@@ -19,15 +20,19 @@ app = typer.Typer(help="Check and show the configuration.", no_args_is_help=True
 @app.command("validate")
 def validate(home: Path = HomeOption) -> None:
     """Check config.yaml and every agent file without starting the server."""
-    from bmo.agents import load_agents
-
     cfg = config_or_exit(home, write_default=False)
     try:
-        agents = load_agents(cfg)
+        # exactly what `bmo serve` builds before it opens the store: the two never disagree
+        runtime = build_runtime(cfg)
     except ConfigError as e:
         fail(f"bad configuration: {e}", 2)
+    agents = runtime.agents.agents
     src = cfg.config_file if cfg.config_file and cfg.config_file.exists() else "built-in defaults"
-    console().print(f"ok: {src}; {len(agents)} agent(s): {', '.join(sorted(agents))}", highlight=False)
+    out = console()
+    out.print(f"ok: {src}; {len(agents)} agent(s): {', '.join(sorted(agents))}", highlight=False, markup=False)
+    if cfg.model_aliases:
+        pairs = ", ".join(f"{g} -> {a}" for g, a in cfg.model_aliases.items())
+        out.print(f"model_aliases (first match wins): {pairs}", highlight=False, markup=False)
 
 
 @app.command("show-openai-compat")
@@ -46,6 +51,7 @@ def show_openai_compat(
         "sessions": d["sessions"],
         "ledger": d["ledger"],
         "default_agent": cfg.default_agent,
+        "model_aliases": dict(cfg.model_aliases),
         "providers": {
             n: {"kind": p.kind, "base_url": p.base_url, "api_key_env": p.api_key_env} for n, p in cfg.providers.items()
         },
@@ -68,6 +74,10 @@ def show_openai_compat(
     for k, v in d["ledger"].items():
         t.add_row(f"ledger.{k}", str(v))
     t.add_row("default_agent", cfg.default_agent)
+    if not cfg.model_aliases:
+        t.add_row("model_aliases", "(none)")
+    for glob, target in cfg.model_aliases.items():
+        t.add_row(escape(f"model_aliases.{glob}"), escape(target))  # a glob may hold [...]
     for n, p in view["providers"].items():
         t.add_row(f"provider {n}", f"{p['kind']} {p['base_url']}".strip())
     t.add_row("home", view["home"])

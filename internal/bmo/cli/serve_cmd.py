@@ -1,4 +1,10 @@
-"""`bmo serve` and `bmo version`."""
+"""`bmo serve` and `bmo version`.
+
+Start-up never ends in a traceback: whatever stops it before the server is ready (a bad config
+or agent file, a provider kind this build lacks, a store that cannot be opened, a port in use)
+ends `bmo serve` with one line on stderr naming the file, the key and the reason, and exit code
+2. `BMO_DEBUG=1` re-raises instead, traceback and all.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +15,21 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 import typer
 from rich.console import Console
 
 from bmo import __version__
-from bmo.cli.common import HomeOption, config_or_exit, console, fail
+from bmo.cli.common import HomeOption, build_runtime, config_or_exit, console, fail
+from bmo.config import Config
 from bmo.errors import BmoError, ConfigError
 
 if TYPE_CHECKING:
     from bmo.store.keys import NewKey
+
+START_FAILED = 2  # the exit code of every start-up failure, as for a bad config
 
 
 class _JsonFormatter(logging.Formatter):
@@ -70,21 +79,24 @@ def serve(
     }
     cfg = config_or_exit(home, flags)
     setup_logging(cfg.server.log_format)
-    from bmo.runtime import Runtime
-    from bmo.server.app import make_app
-    from bmo.server.run import run
-
+    try:
+        # Everything `bmo config validate` checks, before the store is touched: a bad agent
+        # file or alias mints no key.
+        runtime = build_runtime(cfg)
+    except Exception as e:
+        _start_failed(e, cfg)
     env_key = os.environ.get("BMO_API_KEY") or None
     # With auth.mode keys a key is always required, so binding a public address is safe; the
     # first start on a home with no usable key mints one, shown once in the banner below.
-    first = _prepare_store(cfg.db_path, mint_first=cfg.auth.mode == "keys" and not env_key)
+    first = _prepare_store(cfg, mint_first=cfg.auth.mode == "keys" and not env_key)
     shown = False
     try:
         try:
-            runtime = Runtime(cfg)
+            from bmo.server.app import make_app
+
             app = make_app(runtime, env_api_key=env_key)
-        except ConfigError as e:
-            fail(f"bad configuration: {e}", 2)
+        except Exception as e:
+            _start_failed(e, cfg)
         out = console()
 
         def ready(h: str, p: int) -> None:
@@ -108,14 +120,44 @@ def serve(
             out.print("  Ctrl-C stops it.", highlight=False)
 
         try:
-            run(app, cfg.server.host, cfg.server.port, shutdown_grace_s=cfg.server.shutdown_grace_s, on_ready=ready)
-        except BmoError as e:
-            fail(e.message, 1)
-        except OSError as e:
-            fail(f"cannot listen on {cfg.server.host}:{cfg.server.port}: {e.strerror or e}", 1)
+            from bmo.server.serve import run
+
+            run(
+                app,
+                cfg.server.host,
+                cfg.server.port,
+                shutdown_grace_s=cfg.server.shutdown_grace_s,
+                on_ready=ready,
+                cleanup=runtime.abort,  # a no-op after a clean shutdown: the app's cleanup closed it
+            )
+        except Exception as e:
+            if not shown:
+                _start_failed(e, cfg)
+            if isinstance(e, BmoError):
+                fail(e.message, 1)
+            raise
     finally:
         if first is not None and not shown:
             _forget(cfg.db_path, first)  # never shown to anyone: the next start mints a fresh one
+
+
+def _start_failed(e: BaseException, cfg: Config) -> NoReturn:
+    """One line naming file, key and reason; exit code 2. BMO_DEBUG=1: the traceback instead."""
+    if os.environ.get("BMO_DEBUG") == "1":
+        raise e
+    fail(start_error(e, cfg), START_FAILED)
+
+
+def start_error(e: BaseException, cfg: Config) -> str:
+    if isinstance(e, ConfigError):
+        return f"bad configuration: {e}"
+    if isinstance(e, BmoError):
+        return f"cannot start: {e.message}"
+    if isinstance(e, OSError):
+        if e.filename is not None:
+            return f"cannot start: {e.filename}: {e.strerror or e}"
+        return f"cannot listen on {cfg.server.host}:{cfg.server.port}: {e.strerror or e}"
+    return f"cannot start: {type(e).__name__}: {e} (BMO_DEBUG=1 shows where)"
 
 
 def _print_auth(out: Console, mode: str, env_key: str | None, first: NewKey | None, url: str) -> None:
@@ -157,20 +199,27 @@ def _print_auth(out: Console, mode: str, env_key: str | None, first: NewKey | No
     )
 
 
-def _prepare_store(db_path: Path, *, mint_first: bool) -> NewKey | None:
+def _prepare_store(cfg: Config, *, mint_first: bool) -> NewKey | None:
     """Open (and migrate) the store before binding, so a broken store stops start-up with a
     clear message; with `mint_first`, mint the `first` key when no usable key exists (SPEC §7)."""
     from bmo.store.db import open_database
     from bmo.store.keys import KeyStore
 
     async def go() -> NewKey | None:
-        async with open_database(db_path) as db:
-            return await KeyStore(db).ensure_first() if mint_first else None
+        try:
+            async with open_database(cfg.db_path) as db:
+                return await KeyStore(db).ensure_first() if mint_first else None
+        except BaseException:
+            # When a connect fails, aiosqlite stops its worker thread without waiting for it; this
+            # moment lets the thread answer this loop, not one already closed (which prints a
+            # traceback from the thread). The real fix belongs in bmo.store.db.
+            await asyncio.sleep(0.05)
+            raise
 
     try:
         return asyncio.run(go())
-    except BmoError as e:
-        fail(f"cannot start: {e.message}", 1)
+    except Exception as e:
+        _start_failed(e, cfg)
 
 
 def _forget(db_path: Path, key: NewKey) -> None:
