@@ -120,6 +120,16 @@ rid=$(sed -nE 's/^x-request-id: *([^[:space:]]+).*/\1/Ip' "$tmp/headers" | head 
 [ -n "$rid" ] || die "no X-Request-Id on the chat response"
 ok "streamed chat: role chunk, content, finish_reason stop, [DONE] (request $rid)"
 
+# 4b. the same through the Anthropic dialect (x-api-key, as Claude Code and the anthropic SDKs send it)
+curl -fsS -N -H "x-api-key: $KEY" -H 'anthropic-version: 2023-06-01' -o "$tmp/msse" \
+  "$base/v1/messages?beta=true" -H 'Content-Type: application/json' \
+  -d '{"model":"default","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"hello smoke"}]}' \
+  || die "streamed /v1/messages failed"
+head -n1 "$tmp/msse" | grep -q '^event: message_start' || die "/v1/messages does not start with message_start"
+grep -qE '"text": ?"[^"]*(hello|smoke)' "$tmp/msse" || die "/v1/messages echoed nothing: $(cat "$tmp/msse")"
+tail -n3 "$tmp/msse" | grep -q '^event: message_stop' || die "/v1/messages does not end with message_stop"
+ok "streamed /v1/messages: message_start, text, message_stop"
+
 # 5. OPTIONAL steps: run only once the binary has the commands ----------------------------------------
 # 5a. a stored API key minted by the CLI works against the running server.
 if bmo api-key --help >/dev/null 2>&1; then
