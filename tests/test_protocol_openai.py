@@ -7,7 +7,7 @@ import dataclasses
 import orjson
 import pytest
 
-from bmo.chat import Completion, Finish, ToolCall, ToolCallDelta, ToolChoice, Usage
+from bmo.chat import END, TOOL_CALLS, Completion, Finish, ToolCall, ToolCallDelta, ToolChoice, Usage
 from bmo.errors import (
     AuthenticationError,
     InvalidRequest,
@@ -18,6 +18,7 @@ from bmo.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from bmo.protocol.dialect import Reply
 from bmo.protocol.openai import ChunkStream, parse_chat_request, parse_json_body, to_completion
 from bmo.protocol.openai_upstream import ChunkParser, from_completion_body, to_upstream_body
 from bmo.protocol.sse import SSEDecoder
@@ -157,23 +158,16 @@ def test_usage_chunk_only_when_asked() -> None:
 
 
 def test_completion_golden() -> None:
-    text = to_completion(
-        rid="chatcmpl-X",
-        created=1,
-        model="helper",
-        content="Hi!",
-        tool_calls=[],
-        finish_reason="stop",
-        usage=Usage(5, 2),
-    )
+    reply = Reply("chatcmpl-X", 1, "helper")
+    text = to_completion(Completion(content="Hi!", tool_calls=[], finish_reason=END, usage=Usage(5, 2)), reply)
     tools = to_completion(
-        rid="chatcmpl-X",
-        created=1,
-        model="helper",
-        content="",
-        finish_reason="tool_calls",
-        usage=Usage(5, 2),
-        tool_calls=[ToolCall(id="call_1", name="lookup", arguments='{"q":"x"}')],
+        Completion(
+            content="",
+            finish_reason=TOOL_CALLS,
+            usage=Usage(5, 2),
+            tool_calls=[ToolCall(id="call_1", name="lookup", arguments='{"q":"x"}')],
+        ),
+        reply,
     )
     assert tools["choices"][0]["message"]["content"] is None  # CLIENTS #11: null, not missing
     assert_golden("completion_text.json", text)

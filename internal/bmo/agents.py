@@ -15,10 +15,10 @@ from fnmatch import fnmatchcase
 from importlib import resources
 from typing import Any
 
+from bmo.chat import SAMPLING
 from bmo.config import Config, parse_yaml, read_yaml
 from bmo.defaults import agents as default_agents
 from bmo.errors import ConfigError, NotFound
-from bmo.protocol.openai import SAMPLING_FIELDS
 from bmo.tools import BUILTINS
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -84,8 +84,8 @@ def parse_agent(data: Any, source: str, lines: dict[str, int], providers: set[st
     if not isinstance(params, dict):
         raise ConfigError(source, where("params"), "`params` must be a mapping")
     for p in params:
-        if p not in SAMPLING_FIELDS:
-            raise ConfigError(source, where(f"params.{p}"), f"unknown param (known: {', '.join(SAMPLING_FIELDS)})")
+        if p not in SAMPLING:
+            raise ConfigError(source, where(f"params.{p}"), f"unknown param (known: {', '.join(SAMPLING)})")
     lock = data.get("lock") or []
     if not isinstance(lock, list) or not all(isinstance(x, str) for x in lock):
         raise ConfigError(source, where("lock"), "`lock` must be a list of param names")

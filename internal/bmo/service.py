@@ -148,13 +148,9 @@ class Run:
                     self.bound = await svc.sessions.bind(owner_of(self._caller), named[0], named[1], agent, req)
                     self.session_id = self.bound.session.id
                     self.wants_all_text = True
-            self.plan = plan_run(
-                agent,
-                req,
-                svc.tools,
-                system_policy=svc.cfg.openai_compat.system_messages,
-                max_steps=svc.cfg.openai_compat.max_steps,
-            )
+            compat = svc.cfg.openai_compat
+            policy, steps = compat.system_messages, compat.max_steps
+            self.plan = plan_run(agent, req, svc.tools, system_policy=policy, max_steps=steps)
             self.provider = svc.providers[agent.provider]
             if svc.recorder.store_content:
                 self.content = {"messages": [message_to_json(m) for m in req.messages], "answer": None}
@@ -315,13 +311,8 @@ class ChatService:
         run.agent = agent
         run.event("resolved", {"agent": agent.id, "upstream_route": agent.model})
         self.fire(run)
-        plan = plan_run(
-            agent,
-            req,
-            self.tools,
-            system_policy=self.cfg.openai_compat.system_messages,
-            max_steps=self.cfg.openai_compat.max_steps,
-        )
+        compat = self.cfg.openai_compat
+        plan = plan_run(agent, req, self.tools, system_policy=compat.system_messages, max_steps=compat.max_steps)
         call = ModelCall(
             model=agent.upstream_model,
             messages=plan.messages,

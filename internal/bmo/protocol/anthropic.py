@@ -670,6 +670,7 @@ class AnthropicDialect:
     name = "anthropic"
     id_prefix = "msg_"
     request_id_header: str | None = "request-id"  # the SDK reads it into its errors' request_id
+    eager_start = True  # message_start goes out before the agent works (Claude Code's stall watchdog)
 
     def parse(self, body: dict[str, Any], headers: Mapping[str, str]) -> ChatRequest:
         return parse_messages_request(body, headers)

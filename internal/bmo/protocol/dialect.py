@@ -35,7 +35,7 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Reply:
     """What every rendering of one run shares: the id the client sees on every frame, the
     creation time, and the model as the client named it."""
@@ -68,6 +68,7 @@ class Dialect(Protocol):
     name: str  # "openai", "anthropic"
     id_prefix: str  # of `Reply.id`: "chatcmpl-", "msg_"
     request_id_header: str | None  # a header of the dialect's own that carries bmo's request id
+    eager_start: bool  # its streams start before the agent works (their renderer is `eager`)
 
     def parse(self, body: dict[str, Any], headers: Mapping[str, str]) -> ChatRequest: ...
 

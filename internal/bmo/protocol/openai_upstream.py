@@ -27,7 +27,7 @@ from bmo.chat import (
     ToolSpec,
     Usage,
 )
-from bmo.protocol.openai import tool_call_obj
+from bmo.protocol.openai import SAMPLING_FIELDS, tool_call_obj
 
 # what upstreams say (the four of the spec, and what sloppy servers send) -> the neutral reason
 FINISH_REASONS = {
@@ -40,25 +40,7 @@ FINISH_REASONS = {
     "model_length": LENGTH,
 }
 # sampling settings a Chat Completions server takes (the rest are another family's: dropped)
-UPSTREAM_PARAMS = frozenset(
-    {
-        "temperature",
-        "top_p",
-        "max_tokens",
-        "max_completion_tokens",
-        "stop",
-        "seed",
-        "presence_penalty",
-        "frequency_penalty",
-        "response_format",
-        "logprobs",
-        "top_logprobs",
-        "n",
-        "parallel_tool_calls",
-        "logit_bias",
-        "reasoning_effort",
-    }
-)
+UPSTREAM_PARAMS = frozenset(SAMPLING_FIELDS)
 
 
 def normalise_finish(reason: Any, has_tool_calls: bool = False) -> str:

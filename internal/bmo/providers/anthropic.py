@@ -26,6 +26,7 @@ from bmo.providers.base import ModelCall, one_read
 from bmo.providers.http import (
     MAX_ERROR_BODY,
     Silence,
+    decode_failed,
     retry_after_s,
     status_error,
     stream_failed,
@@ -231,19 +232,8 @@ class AnthropicStream:
                     self.done = self.ok = True
                     break
         except (UpstreamError, ValueError) as e:  # ValueError: orjson's JSONDecodeError too
-            err = e if isinstance(e, UpstreamError) else self._unreadable(e)
-            if out:  # the events before it go out first; `end()` raises it
-                self.deferred, self.done = err, True
-            elif err is e:
-                raise
-            else:
-                raise err from e
+            return decode_failed(self.provider.name, self, out, e)
         return out
-
-    def _unreadable(self, e: Exception) -> UpstreamError:
-        err = UpstreamError(f"upstream {self.provider.name} sent an answer bmo cannot read: {e}")
-        err.__cause__ = e
-        return err
 
     def end(self) -> list[Event]:
         if self.deferred is not None:

@@ -1,7 +1,7 @@
 """HTTP helpers every upstream provider shares (layer 2).
 
 What an upstream's HTTP failure becomes in bmo's error tree (`status_error`, `transport_error`,
-`stream_failed`), the upstream's own message out of whichever error envelope it used, and the
+`stream_failed`, `decode_failed`), the upstream's own message out of whichever error envelope it used, and the
 silence watchdog of a streamed answer. Provider modules (`openai_compat`, `anthropic`) import
 these; nothing above `providers/` does.
 """
@@ -9,10 +9,12 @@ these; nothing above `providers/` does.
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 import aiohttp
 import orjson
 
+from bmo.chat import Event
 from bmo.errors import RateLimited, UpstreamError, UpstreamTimeout
 
 MAX_ERROR_BODY = 64 * 1024  # an upstream error page is read this far, no further
@@ -67,6 +69,28 @@ def stream_failed(provider: str, timeout_s: float, silence: Silence, e: Exceptio
     if silence.fired:
         return UpstreamTimeout(f"upstream {provider} sent nothing for {timeout_s:g}s in the middle of a stream")
     return transport_error(provider, timeout_s, e)
+
+
+class Deferring(Protocol):
+    """What `decode_failed` needs of a stream: where a failure waits for `end()`."""
+
+    deferred: UpstreamError | None
+    done: bool
+
+
+def decode_failed(provider: str, stream: Deferring, out: list[Event], e: Exception) -> list[Event]:
+    """A read that failed to decode part way (an error event, or bytes that are not JSON): the
+    events before the failure go out first and `end()` raises it; with none, it is raised now."""
+    unreadable = f"upstream {provider} sent an answer bmo cannot read: {e}"
+    err = e if isinstance(e, UpstreamError) else UpstreamError(unreadable)
+    if out:
+        if err is not e:
+            err.__cause__ = e
+        stream.deferred, stream.done = err, True
+        return out
+    if err is e:
+        raise err
+    raise err from e
 
 
 class Silence:

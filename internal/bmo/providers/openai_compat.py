@@ -17,13 +17,13 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bmo.chat import Completion, Event, Finish, Message, TextDelta, Usage
+from bmo.chat import Completion, Event, Finish, TextDelta, Usage, estimate_tokens
 from bmo.config import ProviderConfig
 from bmo.errors import UpstreamError
 from bmo.protocol.openai_upstream import ChunkParser, from_completion_body, to_upstream_body
 from bmo.protocol.sse import SSEDecoder
 from bmo.providers.base import ModelCall, one_read
-from bmo.providers.http import MAX_ERROR_BODY, Silence, status_error, stream_failed, transport_error
+from bmo.providers.http import MAX_ERROR_BODY, Silence, decode_failed, status_error, stream_failed, transport_error
 
 log = logging.getLogger("bmo.providers")
 
@@ -189,19 +189,8 @@ class _SSEStream:
                         self.saw_finish = True
                     out.append(ev)
         except (UpstreamError, ValueError) as e:  # ValueError: orjson's JSONDecodeError too
-            err = e if isinstance(e, UpstreamError) else self._unreadable(e)
-            if out:  # the events before it go out first; `end()` raises it
-                self.deferred, self.done = err, True
-            elif err is e:
-                raise
-            else:
-                raise err from e
+            return decode_failed(self.provider.name, self, out, e)
         return out
-
-    def _unreadable(self, e: Exception) -> UpstreamError:
-        err = UpstreamError(f"upstream {self.provider.name} sent an answer bmo cannot read: {e}")
-        err.__cause__ = e
-        return err
 
     def end(self) -> list[Event]:
         if self.deferred is not None:
@@ -236,9 +225,3 @@ def _checked_event(provider: str, event: str | None, obj: Any) -> dict[str, Any]
         msg = err.get("message") if isinstance(err, dict) else str(err)
         raise UpstreamError(f"upstream {provider} failed mid-stream: {msg}")
     return obj
-
-
-def estimate_tokens(messages: list[Message]) -> int:
-    """About four characters a token: for upstreams that report no usage at all."""
-    chars = sum(len(m.text()) + sum(len(t.arguments) + len(t.name) for t in m.tool_calls or ()) for m in messages)
-    return -(-chars // 4) + 4 * len(messages)

@@ -44,14 +44,17 @@ def _run_headers(run: Run) -> dict[str, str]:
 async def respond(request: web.Request, state: RequestState, dialect: Dialect, req: ChatRequest) -> web.StreamResponse:
     run = state.run
     async with run.admitted(req, request.headers, state.principal):
+        plan = run.plan
+        assert plan is not None  # planned on entry
         srv = state.server
         reply = Reply(
             id=dialect.id_prefix + srv.ids.reply_id(),
             created=int(time.time()),
             model=req.model,
             include_usage=req.include_usage,
-            prompt_tokens=estimate_tokens(run.plan.messages, run.plan.tools) if dialect.name == "anthropic" else 0,
-        ) if run.plan is not None else Reply("", 0, "")  # fmt: skip
+            # a stream that starts before the upstream has counted shows bmo's estimate
+            prompt_tokens=estimate_tokens(plan.messages, plan.tools) if req.stream and dialect.eager_start else 0,
+        )
         if req.stream:
             return await _stream(request, run, dialect.stream(reply), srv.keepalive_s)
         try:
