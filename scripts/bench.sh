@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # The benchmark of issue 7: bmo against direct-to-upstream, a raw aiohttp proxy and the floor
-# (scripts/bench/floor.py: bmo's own work on the path, by hand), same run.
+# (scripts/bench/floor.py: bmo's own work on the path, by hand), same run; and bmo's
+# /v1/messages (the Anthropic dialect), /v1/responses (store false; and, streams only, store
+# true) and legacy /v1/completions beside its chat completions in the c=64 and 64-stream
+# scenarios (bmo only: nothing else has those routes), plus the first byte of a completions
+# stream, one at a time, against the fake upstream's own /v1/completions.
 #
 #   scripts/bench.sh                 full run (under 10 minutes on 2 cores); table to stdout and
 #                                    scripts/bench/last-run.md (git-ignored)
@@ -11,14 +15,18 @@
 #   BENCH_LITELLM=1 scripts/bench.sh adds a LiteLLM column (own venv under $TMPDIR, made once)
 #   scripts/bench.sh --setup         the only step that installs anything: wrk (apt-get) and
 #                                    py-spy (into .venv); without wrk the Python driver is used
-#   scripts/bench.sh --ab A B [--stream] [--rounds N]
+#   scripts/bench.sh --ab A B [--stream] [--rounds N] [--b-messages | --b-api API]
 #                                    same-core A/B of two trees (proxy | floor | worktree | rev):
 #                                    both gateways loaded at once on one core, median CPU ratio
-#                                    B/A; tells a 3 % change from noise (scripts/bench/ab.py)
+#                                    B/A; tells a 3 % change from noise (scripts/bench/ab.py);
+#                                    --b-messages loads B through /v1/messages (A: chat);
+#                                    --b-api responses|responses_store|completions likewise
 #   scripts/bench.sh --calls [SPEC ...]
 #                                    function calls per request and per token of each gateway
 #                                    (default: proxy floor worktree), under cProfile: the same
-#                                    on every run, noisy machine or not (scripts/bench/calls.py)
+#                                    on every run, noisy machine or not (scripts/bench/calls.py);
+#                                    bmo's /v1/messages, /v1/responses and /v1/completions
+#                                    too, in rows of their own
 #
 # Everything binds 127.0.0.1. Every process started is stopped on exit, failure, Ctrl-C or TERM.
 set -euo pipefail

@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
-# Build the standalone binary dist/bmo from a clean checkout, then prove it is whole.
+# Build the standalone binary from a clean checkout, prove it is whole, and pack the release:
 #
-#   bash scripts/build.sh            # -> dist/bmo
+#   bash scripts/build.sh
+#     dist/bmo-<version>-<os>-<arch>/          the build: the `bmo` executable and _internal/
+#     dist/bmo -> bmo-<version>-<os>-<arch>/bmo   what you run (and scripts/smoke.sh tests)
+#     dist/bmo-<version>-<os>-<arch>.tar.gz    the release; scripts/install.sh installs it
+#     dist/bmo-<version>-<os>-<arch>.tar.gz.sha256
+#
+# <os> is linux or darwin, <arch> x86_64 or arm64. The binary runs on the glibc it was built
+# against or newer (the release workflow builds on Debian 11: glibc 2.31); the floor is printed
+# at the end on Linux.
 #
 # It makes its own virtualenv (build/venv, git-ignored) with only the project's runtime
 # dependencies and PyInstaller, so nothing from a dev environment (pytest, openai, mypy…) can leak
@@ -21,8 +29,18 @@ ROOT=$PWD
 PYTHON=${PYTHON:-python3}
 VENV=build/venv
 WORK=build/pyinstaller
+VERSION=$(sed -nE 's/^__version__ = "(.*)"/\1/p' internal/bmo/__init__.py)
+OS=$(uname -s | tr '[:upper:]' '[:lower:]')
+case "$(uname -m)" in
+  x86_64 | amd64) ARCH=x86_64 ;;
+  aarch64 | arm64) ARCH=arm64 ;;
+  *) ARCH=$(uname -m) ;;
+esac
+NAME=bmo-$VERSION-$OS-$ARCH
+DIR=dist/$NAME
 BIN=dist/bmo
-# PyInstaller 6 (the spec's format and `pyi-archive_viewer -l`); built and tested with 6.22.
+TARBALL=dist/$NAME.tar.gz
+# PyInstaller 6 (the spec's format); built and tested with 6.22.
 PYINSTALLER_REQ=${PYINSTALLER_REQ:-"pyinstaller>=6.10,<7"}
 
 die() { echo "build.sh: FAILED: $*" >&2; exit 1; }
@@ -58,10 +76,11 @@ EOF
 # 2. PyInstaller --------------------------------------------------------------------------------
 step "pyinstaller build.spec"
 t0=$SECONDS
-rm -rf "$BIN"
-"$VPY" -m PyInstaller --noconfirm --clean --log-level WARN \
+rm -rf "$BIN" "$DIR" "$TARBALL" "$TARBALL.sha256"
+BMO_DIST_NAME=$NAME "$VPY" -m PyInstaller --noconfirm --clean --log-level WARN \
   --workpath "$WORK" --distpath dist build.spec
-[ -x "$BIN" ] || die "$BIN was not produced"
+[ -x "$DIR/bmo" ] || die "$DIR/bmo was not produced"
+ln -s "$NAME/bmo" "$BIN"
 echo "    pyinstaller took $((SECONDS - t0)) s"
 
 # 3. Nothing missing -----------------------------------------------------------------------------
@@ -79,8 +98,7 @@ bad=$(grep -E "^(missing|excluded) module named '?bmo[. ']|^(missing|excluded) m
 $bad"
 
 # The C extensions below all have pure-Python fallbacks (or are loaded by name), so a binary
-# without them would run, only slower: check the archive instead of trusting a smoke test.
-listing=$("$VENV/bin/pyi-archive_viewer" -l "$BIN" 2>/dev/null) || die "cannot list $BIN"
+# without them would run, only slower: check the folder instead of trusting a smoke test.
 expected=$("$VPY" - <<'EOF'
 import importlib
 mods = [
@@ -97,14 +115,16 @@ for name in mods:
         print(name.replace(".", "/") + ".")
 EOF
 )
-for want in $expected bmo/defaults/config.yaml bmo/defaults/agents/default.yaml; do
-  grep -qF "'$want" <<<"$listing" || die "$want is not in $BIN"
+for want in $expected; do
+  compgen -G "$DIR/_internal/$want*" >/dev/null || die "$want* is not in $DIR/_internal"
 done
 # The packaged defaults must be exactly the source files.
 for f in internal/bmo/defaults/*.yaml internal/bmo/defaults/agents/*.yaml; do
   rel=${f#internal/}
-  grep -qF "'$rel'" <<<"$listing" || die "$rel is not in $BIN"
+  cmp -s "$f" "$DIR/_internal/$rel" || die "$rel is not in $DIR/_internal (or differs from $f)"
 done
+# What must not be there: pydantic (typer < 0.29 does not need it; see build.spec).
+if compgen -G "$DIR/_internal/pydantic*" >/dev/null; then die "pydantic is in $DIR/_internal"; fi
 
 # 4. The binary works -----------------------------------------------------------------------------
 step "running $BIN"
@@ -121,9 +141,8 @@ key=sk-bmo-build-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 clean_env=(env -i PATH=/usr/bin:/bin HOME="$tmp" BMO_HOME="$tmp/home" BMO_API_KEY="$key" COLUMNS=200)
 run() { "${clean_env[@]}" "$ROOT/$BIN" "$@"; }
 
-want_version=$(sed -nE 's/^__version__ = "(.*)"/\1/p' internal/bmo/__init__.py)
 out=$(run version) || die "'bmo version' failed: $out"
-grep -qF "bmo $want_version" <<<"$out" || die "'bmo version' printed '$out', expected bmo $want_version"
+grep -qF "bmo $VERSION" <<<"$out" || die "'bmo version' printed '$out', expected bmo $VERSION"
 run config validate >/dev/null || die "'bmo config validate' failed on an empty home"
 run agents list --json | grep -q '"default"' || die "'bmo agents list' does not show the default agent"
 
@@ -159,7 +178,25 @@ if grep -qiE 'Traceback|ModuleNotFoundError|ImportError' "$tmp/err"; then
 $(cat "$tmp/err")"
 fi
 
-size=$(stat -c %s "$BIN")
+# 5. The release tarball and its checksum ----------------------------------------------------------
+step "packing $TARBALL"
+# Owner and order are the packer's business, not the installer's: root-owned, sorted by name.
+if tar --version 2>/dev/null | grep -q 'GNU tar'; then
+  tar -C dist --owner=0 --group=0 --numeric-owner --sort=name -cf - "$NAME" | gzip -9n >"$TARBALL"
+else
+  tar -C dist -cf - "$NAME" | gzip -9n >"$TARBALL"
+fi
+sha() { if command -v sha256sum >/dev/null; then sha256sum "$@"; else shasum -a 256 "$@"; fi; }
+(cd dist && sha "$NAME.tar.gz" >"$NAME.tar.gz.sha256")
+
+size=$(du -sk "$DIR" | cut -f1)
+tsize=$(wc -c <"$TARBALL" | tr -d ' ')
 echo
-echo "built $BIN: $((size / 1024 / 1024)) MiB ($size bytes) in ${SECONDS} s"
-echo "$BIN version: $out"
+echo "built $DIR: $((size / 1024)) MiB on disk; $BIN -> $NAME/bmo"
+echo "release $TARBALL: $((tsize / 1024 / 1024)) MiB ($tsize bytes), checksum in $TARBALL.sha256"
+if [ "$OS" = linux ] && command -v objdump >/dev/null; then
+  floor=$(find "$DIR" -type f \( -name '*.so*' -o -name bmo \) -exec objdump -T {} + 2>/dev/null \
+    | grep -oE 'GLIBC_[0-9]+\.[0-9]+' | sort -uV | tail -n1)
+  echo "needs ${floor:-GLIBC_?} or newer (built on $(ldd --version 2>/dev/null | head -n1))"
+fi
+echo "$BIN version: $out (built in ${SECONDS} s)"

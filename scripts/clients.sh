@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=(
   "@anthropic-ai/claude-code@2.1.332"
+  "@openai/codex@0.171.0"
+  "@continuedev/cli@1.5.47"  # Continue's `cn`: tests/test_readme_clients.py runs README's Continue config
+  "openai@7.59.0"            # the openai npm package: README's Node snippet (tests/test_readme_clients.py)
 )
 if ! command -v npm >/dev/null 2>&1; then
   if [ -n "${CI:-}" ] && [ "$(id -u)" = 0 ]; then

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Smoke-test a built binary the way a user runs it:
+# Smoke-test a built binary, or a release tarball, the way a user runs it:
 #
-#   bash scripts/smoke.sh dist/bmo
+#   bash scripts/smoke.sh dist/bmo                                # the build
+#   bash scripts/smoke.sh dist/bmo-0.1.0-linux-x86_64.tar.gz      # download-and-run
 #
-# Everything runs under `env -i` with PATH=/usr/bin:/bin, an empty temporary BMO_HOME and HOME,
-# so the binary has no virtualenv, no PYTHONPATH and no Python packages to lean on. Steps:
+# Everything runs under `env -i` with an empty temporary BMO_HOME and HOME and a PATH that holds
+# only a few tools (bash, tar, gzip, sha256sum, coreutils: no python anywhere on it), so the
+# binary has no virtualenv, no PYTHONPATH and no Python to lean on. Steps:
+#   0. a tarball: `scripts/install.sh` installs it into HOME/.local (checksum verified), and
+#      everything below runs the `bmo` it put on the PATH
 #   1. `bmo version` (and how long it takes)
 #   2. `bmo serve --port 0` on an empty home; time from exec to /health answering (time-to-ready)
 #   3. auth: no key -> 401; BMO_API_KEY as Bearer -> 200 on /v1/models with the `default` agent
@@ -13,21 +17,23 @@
 #        a. `bmo api-key create` mints a key that the running server accepts
 #        b. `bmo runs list --json` shows the chat's ledger row (by X-Request-Id)
 #        c. `bmo posture --json` reads the snapshot
-#   6. SIGTERM -> exit code 0 within a few seconds, and the one-file unpack dir is cleaned up
+#        d. `bmo status` finds the server (serve.json) and exits 0
+#   6. `bmo stop` (SIGTERM, waits for the drain) -> the server exits 0 within a few seconds, leaves
+#      nothing in its TMPDIR, and `bmo status` then exits 3
 # Only curl, grep, sed, od and coreutils are needed besides the binary; no Python.
 set -euo pipefail
 # shellcheck source=scripts/stop-binary.sh
 . "$(dirname "$0")/stop-binary.sh"
 
-[ $# -eq 1 ] || { echo "usage: $0 BINARY" >&2; exit 2; }
-BIN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-[ -x "$BIN" ] || { echo "smoke.sh: $1 is not an executable file" >&2; exit 2; }
+[ $# -eq 1 ] || { echo "usage: $0 BINARY|RELEASE.tar.gz" >&2; exit 2; }
+ARG=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+SCRIPTS=$(cd "$(dirname "$0")" && pwd)
 
 STOP_WITHIN_S=${STOP_WITHIN_S:-8}  # shutdown_grace_s is 10, but an idle server has nothing to drain
 READY_WITHIN_S=${READY_WITHIN_S:-30}
 
 tmp=$(mktemp -d)
-mkdir -p "$tmp/home" "$tmp/tmp"
+mkdir -p "$tmp/home" "$tmp/tmp" "$tmp/tools"
 pid=
 cleanup() {
   stop_binary "$pid"
@@ -44,18 +50,53 @@ die() {
   done
   exit 1
 }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
+if [ "$(date +%N)" != N ]; then
+  now_ms() { echo $(($(date +%s%N) / 1000000)); }
+else  # macOS's date has no %N
+  now_ms() { perl -MTime::HiRes=time -e 'printf "%d\n", time() * 1000'; }
+fi
 
 # A fixed secret for this run. BMO_API_KEY adds an admin key without a database row (SPEC §7), so
 # the server requires it today and does not mint a `first` key once stored keys exist.
 KEY=sk-bmo-smoke-$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')
-# TMPDIR: where the one-file binary unpacks itself; checked for leftovers after the exit.
-CLEAN_ENV=(env -i PATH=/usr/bin:/bin HOME="$tmp" BMO_HOME="$tmp/home" BMO_API_KEY="$KEY"
+# The only PATH the binary and the installer get: these tools, and (once installed) HOME/.local/bin.
+# (perl only for macOS's shasum, a perl script)
+for t in bash sh tar gzip sha256sum shasum perl awk uname tr mktemp cp mv ln mkdir rm cat ls readlink dirname; do
+  p=$(command -v "$t" 2>/dev/null) && ln -s "$p" "$tmp/tools/$t"
+done
+PATH_NO_PYTHON=$tmp/.local/bin:$tmp/tools
+# TMPDIR: checked for leftovers after the exit (a one-file build unpacked itself there).
+CLEAN_ENV=(env -i PATH="$PATH_NO_PYTHON" HOME="$tmp" BMO_HOME="$tmp/home" BMO_API_KEY="$KEY"
   TMPDIR="$tmp/tmp" COLUMNS=200)
+if "${CLEAN_ENV[@]}" bash -c 'command -v python3 || command -v python' >/dev/null 2>&1; then
+  die "there is a python on the smoke test's PATH"
+fi
+
+case "$ARG" in
+  *.tar.gz)
+    echo "smoke test of the release $ARG (env -i, PATH without python)"
+    out=$("${CLEAN_ENV[@]}" bash "$SCRIPTS/install.sh" "$ARG" 2>&1) || die "install.sh failed: $out"
+    BIN=$tmp/.local/bin/bmo
+    [ -x "$BIN" ] || die "install.sh did not install $BIN: $out"
+    grep -q 'checksum ok' <<<"$out" || die "install.sh did not check the checksum: $out"
+    ok "0. install.sh: $(tail -n1 <<<"$out" | grep -v '^note' || grep installed <<<"$out")"
+    # a corrupted download is refused, and changes nothing
+    cp "$ARG" "$tmp/tmp/$(basename "$ARG")" && cp "$ARG.sha256" "$tmp/tmp/"
+    printf 'x' >>"$tmp/tmp/$(basename "$ARG")"
+    if "${CLEAN_ENV[@]}" bash "$SCRIPTS/install.sh" "$tmp/tmp/$(basename "$ARG")" >/dev/null 2>&1; then
+      die "install.sh installed a release whose checksum does not match"
+    fi
+    rm -f "$tmp/tmp/"*
+    ok "0. install.sh refuses a release whose checksum does not match"
+    ;;
+  *)
+    BIN=$ARG
+    echo "smoke test of $BIN (env -i, PATH without python)"
+    ;;
+esac
+[ -x "$BIN" ] || { echo "smoke.sh: $BIN is not an executable file" >&2; exit 2; }
 bmo() { "${CLEAN_ENV[@]}" "$BIN" "$@"; }
 AUTH=(-H "Authorization: Bearer $KEY")
-
-echo "smoke test of $BIN (BMO_HOME=$tmp/home, env -i PATH=/usr/bin:/bin)"
 
 # 1. version -----------------------------------------------------------------------------------
 t0=$(now_ms)
@@ -172,21 +213,31 @@ else
   skip "OPTIONAL posture: this binary has no 'posture' command"
 fi
 
-# 6. SIGTERM and a clean exit -------------------------------------------------------------------------
+# 5d. status: the server is found through BMO_HOME/serve.json, with no key.
+st=$(bmo status --json) || die "'bmo status' exited $? with a server running: $st"
+grep -qE '"up": ?true' <<<"$st" || die "'bmo status --json': $st"
+grep -qF "\"url\": \"$base\"" <<<"$st" || die "'bmo status' found another server than $base: $st"
+ok "status: up at $base (found by serve.json)"
+
+# 6. bmo stop (SIGTERM, waits for the drain) and a clean exit --------------------------------------
 t0=$(now_ms)
-kill -TERM "$pid"
+out=$(bmo stop 2>&1) || die "'bmo stop' failed: $out"
+stop_ms=$(($(now_ms) - t0))
 deadline=$((t0 + STOP_WITHIN_S * 1000))
 while kill -0 "$pid" 2>/dev/null && [ "$(now_ms)" -lt "$deadline" ]; do sleep 0.02; done
-kill -0 "$pid" 2>/dev/null && die "still running ${STOP_WITHIN_S}s after SIGTERM"
+kill -0 "$pid" 2>/dev/null && die "still running ${STOP_WITHIN_S}s after 'bmo stop'"
 rc=0
 wait "$pid" || rc=$?
-stop_ms=$(($(now_ms) - t0))
 pid=
-[ "$rc" = 0 ] || die "exit code $rc after SIGTERM, expected 0"
+[ "$rc" = 0 ] || die "exit code $rc after 'bmo stop' (SIGTERM), expected 0"
 if grep -qE 'Traceback|Error' "$tmp/err"; then die "the server logged an error"; fi
 leftover=$(ls -A "$tmp/tmp")
 [ -z "$leftover" ] || die "the binary left files in its TMPDIR: $leftover"
-ok "SIGTERM: exit 0 in ${stop_ms} ms, unpack dir removed"
+[ ! -e "$tmp/home/serve.json" ] || die "serve.json is still there after the server exited"
+rc=0
+bmo status >/dev/null 2>&1 || rc=$?
+[ "$rc" = 3 ] || die "'bmo status' exited $rc with no server running, expected 3"
+ok "stop: exit 0 in ${stop_ms} ms, serve.json removed, nothing left in TMPDIR; status then exits 3"
 
 echo "smoke.sh: PASSED — time-to-ready ${ready_ms} ms (empty home), bmo version ${version_ms} ms," \
   "stop ${stop_ms} ms"

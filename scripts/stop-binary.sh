@@ -1,8 +1,9 @@
 # shellcheck shell=bash
-# Sourced by build.sh and smoke.sh: stop a running one-file binary, and its child, cleanly.
+# Sourced by build.sh, smoke.sh and startup.sh: stop a running binary (and any child) cleanly.
 #
-# The one-file binary is two processes: the bootloader ($1) forwards SIGTERM to the Python child,
-# but SIGKILL cannot be forwarded, so TERM first, and KILL the child by its own pid if stuck.
+# The one-folder build is one process; a one-file build was two (its bootloader forwards SIGTERM
+# to the Python child, but SIGKILL cannot be forwarded), so: TERM first, and KILL the children by
+# their own pids if stuck.
 stop_binary() {
   local pid=$1 kids
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0

@@ -81,6 +81,7 @@ class FakeUpstream:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._text)
         self._runner = web.AppRunner(app, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -131,6 +132,46 @@ class FakeUpstream:
                 "usage": {"prompt_tokens": step.usage[0], "completion_tokens": step.usage[1], "total_tokens": 0},
             }
         )
+
+    async def _text(self, request: web.Request) -> web.StreamResponse:
+        """/v1/completions (raw text completion): the step's text as `text_completion` objects."""
+        body = await request.json()
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        step = self.script.pop(0) if self.script else Step()
+        if step.delay:
+            await asyncio.sleep(step.delay)
+        if step.status >= 400:
+            return web.json_response(
+                {"error": {"message": step.error or "boom", "type": "server_error"}}, status=step.status
+            )
+        finish = step.finish_reason or "stop"
+        usage = {"prompt_tokens": step.usage[0], "completion_tokens": step.usage[1], "total_tokens": sum(step.usage)}
+        head = {"id": "cmpl-up", "object": "text_completion", "created": 1, "model": body.get("model")}
+        if not body.get("stream"):
+            choice = {"text": step.text, "index": 0, "logprobs": None, "finish_reason": finish}
+            return web.json_response({**head, "choices": [choice], "usage": usage})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        try:
+            for i, w in enumerate(step.text.split(" ")):
+                if step.drop_after is not None and i >= step.drop_after:
+                    request.transport.close()  # type: ignore[union-attr]
+                    return resp
+                choice = {"text": w if i == 0 else " " + w, "index": 0, "logprobs": None, "finish_reason": None}
+                await resp.write(b"data: " + orjson.dumps({**head, "choices": [choice]}) + b"\n\n")
+                if step.token_delay:
+                    await asyncio.sleep(step.token_delay)
+            last = {"text": "", "index": 0, "logprobs": None, "finish_reason": finish}
+            await resp.write(b"data: " + orjson.dumps({**head, "choices": [last]}) + b"\n\n")
+            if (body.get("stream_options") or {}).get("include_usage"):
+                await resp.write(b"data: " + orjson.dumps({**head, "choices": [], "usage": usage}) + b"\n\n")
+            await resp.write(b"data: [DONE]\n\n")
+        except (asyncio.CancelledError, ConnectionError):
+            self.disconnects += 1
+            self.disconnected.set()
+            raise
+        return resp
 
     async def _stream(self, request: web.Request, body: dict[str, Any], step: Step) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **step.headers})

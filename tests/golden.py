@@ -36,6 +36,7 @@ _VOLATILE_KEYS = {
 _PATTERNS = [
     (re.compile(r"chatcmpl-[A-Za-z0-9_-]+"), "chatcmpl-<id>"),
     (re.compile(r"req_[0-9a-f]{24}"), "req_<id>"),
+    (re.compile(r'"cmpl-[0-9a-f]{24}"'), '"cmpl-<id>"'),
     (re.compile(r'"created":\d+'), '"created":0'),
 ]
 

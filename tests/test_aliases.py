@@ -159,11 +159,14 @@ def test_show_openai_compat_shows_the_aliases(tmp_path: Path) -> None:
     runner = CliRunner()
     r = runner.invoke(app, ["config", "show-openai-compat", "--home", str(tmp_path), "--json"])
     assert r.exit_code == 0, r.output
-    aliases = orjson.loads(r.output)["config"]["model_aliases"]
-    assert list(aliases.items()) == [("claude-*", "coder"), ("gpt-5*", "coder")]
+    view = orjson.loads(r.output)
+    assert list(view["model_aliases"].items()) == [("claude-*", "coder"), ("gpt-5*", "coder")]
+    coder = next(a for a in view["agents"] if a["id"] == "coder")
+    assert coder["aliases"] == ["claude-*", "gpt-5*"] and coder["route"] == "local/echo"
     r = runner.invoke(app, ["config", "show-openai-compat", "--home", str(tmp_path)], env={"COLUMNS": "160"})
     assert r.exit_code == 0, r.output
     assert "model_aliases.claude-*" in r.output and "model_aliases.gpt-5*" in r.output
+    assert "claude-* -> coder, gpt-5* -> coder" in r.output
 
 
 def test_validate_and_serve_both_refuse_an_alias_to_no_agent(tmp_path: Path) -> None:

@@ -71,8 +71,13 @@ def test_config_validate_and_agents_list(tmp_path: Path) -> None:
 
 def test_show_openai_compat_json(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("openai_compat: {concurrency: 5}\n")
-    r = CliRunner().invoke(app, ["config", "show-openai-compat", "--home", str(tmp_path), "--json"])
-    assert r.exit_code == 0 and '"concurrency": 5' in r.output
+    r = CliRunner().invoke(
+        app, ["config", "show-openai-compat", "--home", str(tmp_path), "--json", "--url", "http://127.0.0.1:9"]
+    )
+    assert r.exit_code == 0, r.output
+    view = json.loads(r.output)
+    concurrency = next(x for x in view["settings"] if x["key"] == "openai_compat.concurrency")
+    assert concurrency == {"key": "openai_compat.concurrency", "value": 5, "source": "file (line 1)"}
 
 
 def test_json_access_log_one_fired_and_one_action_per_request(tmp_path: Path) -> None:

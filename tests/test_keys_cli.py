@@ -29,7 +29,9 @@ def create(home: Path, name: str, *extra: str) -> str:
 def listed(home: Path) -> list[dict[str, object]]:
     r = cli(home, "list", "--json")
     assert r.exit_code == 0, r.output
-    rows: list[dict[str, object]] = orjson.loads(r.stdout)
+    body = orjson.loads(r.stdout)
+    assert body["object"] == "list"  # one --json convention: a list is {"object": "list", "data": [...]}
+    rows: list[dict[str, object]] = body["data"]
     return rows
 
 
@@ -115,7 +117,7 @@ def test_list_on_an_empty_home_creates_nothing(tmp_path: Path) -> None:
     home = tmp_path / "empty"
     r = cli(home, "list")
     assert r.exit_code == 0 and "No API keys yet" in r.stdout
-    assert cli(home, "list", "--json").stdout.strip() == "[]"
+    assert orjson.loads(cli(home, "list", "--json").stdout) == {"object": "list", "data": []}
     r = cli(home, "revoke", "x")
     assert r.exit_code == 1 and "no API keys" in r.stderr
     assert not home.exists()

@@ -232,7 +232,7 @@ async def test_200_parallel_requests_while_keys_change(
 
 
 def _json_list(s: BmoServer) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = orjson.loads(cli(s, "list", "--json"))
+    rows: list[dict[str, Any]] = orjson.loads(cli(s, "list", "--json"))["data"]
     return rows
 
 

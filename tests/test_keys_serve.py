@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def test_no_key_is_minted_with_bmo_api_key_or_auth_none(tmp_path: Path) -> None:
     finally:
         s.stop()
     r = run_bmo(tmp_path / "env", "api-key", "list", "--json")
-    assert r.returncode == 0 and r.stdout.strip() == "[]"
+    assert r.returncode == 0 and json.loads(r.stdout) == {"object": "list", "data": []}
 
 
 def test_a_store_that_cannot_open_stops_start_up_clearly(tmp_path: Path) -> None:
@@ -79,6 +80,6 @@ def test_a_port_in_use_is_a_clear_error_and_the_unshown_key_is_dropped(tmp_path:
         assert r.returncode == 2 and "cannot listen" in r.stderr and "Traceback" not in r.stderr
         assert SECRET.search(r.stdout) is None
         listed = run_bmo(home, "api-key", "list", "--json")
-        assert listed.stdout.strip() == "[]"  # never shown, so not kept: the next start mints afresh
+        assert json.loads(listed.stdout)["data"] == []  # never shown, so not kept: the next start mints afresh
     finally:
         first.stop()

@@ -24,6 +24,8 @@ LAYERS: dict[str, int] = {
     "bmo.chat": 0,
     "bmo.runs": 0,
     "bmo.ids": 0,
+    "bmo.clients": 0,  # which client sent a request, from its headers: pure, stdlib only
+    "bmo.redact": 0,
     "bmo.config": 1,
     "bmo.protocol": 1,
     "bmo.protocol.dialect": 1,  # what every dialect shares: pure, like the rest of bmo.protocol

@@ -168,6 +168,8 @@ def test_posture_shape_and_counts(bmo: BmoServer) -> None:
     assert {g["route"]: g["count"] for g in p["by_route"]} == {CHAT: 3, "unmatched": 1}
     assert {g["outcome"]: g["count"] for g in p["by_outcome"]} == {"ok": 3, "client_error": 1}
     assert p["top_user_agents"] == [{"client_ua": "ledger-test/1.0", "count": 4}]
+    assert p["top_clients"] == [{"client": "ledger-test", "count": 4}]  # the product token of an unknown UA
+    assert p["generated_at"].endswith("Z") and p["recent_runs"][0]["started_at"].endswith("Z")  # UTC ISO-8601
     assert len(p["recent_runs"]) == 4
     assert_golden("posture.json", p)
 

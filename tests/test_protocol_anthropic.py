@@ -19,6 +19,7 @@ from anthropic._models import construct_type
 from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import Message as SDKMessage
 from anthropic.types import RawMessageStreamEvent
+from multidict import CIMultiDict
 
 from bmo.chat import (
     END,
@@ -416,7 +417,7 @@ def test_tools_keep_schema_and_ignore_extra_keys() -> None:
     ],
 )
 def test_anthropic_beta_header_is_kept(headers: dict[str, str]) -> None:
-    req = parse_messages_request(body(user("hi")), headers)
+    req = parse_messages_request(body(user("hi")), CIMultiDict(headers))  # as aiohttp hands them over
     assert req.beta == "claude-code-20250219,interleaved-thinking-2025-05-14"
 
 
@@ -736,7 +737,7 @@ def check_stream(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def render(events: list[Event], *, batches: int = 1, keepalive: bool = False) -> bytes:
     s = MessageStream(REPLY)
-    out = s.start() + (s.keepalive if keepalive else b"")
+    out = s.start() + (s.keepalive() if keepalive else b"")
     step = max(1, len(events) // batches)
     for i in range(0, len(events), step):
         out += s.events(events[i : i + step])
@@ -919,7 +920,7 @@ def test_error_mid_stream_is_the_last_frame() -> None:
 def test_keepalive_and_eagerness() -> None:
     s = MessageStream(REPLY)
     assert s.eager is True
-    assert s.keepalive == b'event: ping\ndata: {"type":"ping"}\n\n'
+    assert s.keepalive() == b'event: ping\ndata: {"type":"ping"}\n\n'
 
 
 def whole_answers() -> list[Completion]:

@@ -188,12 +188,13 @@ def test_sessions_cli(bmo: BmoServer, upstream: FakeUpstream) -> None:
     r = runner.invoke(app, ["sessions", "list", "--home", str(bmo.home)], env=env)
     assert r.exit_code == 0 and "cli-s" in r.output and "plain" in r.output
     data = json.loads(runner.invoke(app, ["sessions", "list", "--home", str(bmo.home), "--json"]).output)
-    sid = data[0]["id"]
+    assert data["object"] == "list" and data["data"][0]["updated_at"].endswith("Z")
+    sid = data["data"][0]["id"]
     r = runner.invoke(app, ["sessions", "show", sid, "--home", str(bmo.home), "--json"])
     assert [m["content"] for m in json.loads(r.output)["messages"]] == ["remember me", "Hello from upstream."]
     r = runner.invoke(app, ["sessions", "delete", "cli-s", "--home", str(bmo.home)], env=env)
     assert r.exit_code == 0
-    assert json.loads(runner.invoke(app, ["sessions", "list", "--home", str(bmo.home), "--json"]).output) == []
+    assert json.loads(runner.invoke(app, ["sessions", "list", "--home", str(bmo.home), "--json"]).output)["data"] == []
     r = runner.invoke(app, ["sessions", "show", "nope", "--home", str(bmo.home)], env=env)
     assert r.exit_code == 1 and "no session" in r.output
 

@@ -175,3 +175,47 @@ def test_split_statements() -> None:
         conn.execute(s)
     conn.execute("INSERT INTO t VALUES ('w')")  # the trigger fires
     assert [r[0] for r in conn.execute("SELECT a FROM t ORDER BY rowid")] == ["x;y;", "z;", "w;"]
+
+
+async def test_a_version_merged_below_one_already_applied_is_applied_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two issues that each add a migration may land apart: a file migrated by a build that has
+    version N+1 but not N still gets N when a build has both (and a build without N+1 refuses the
+    file, as from a newer bmo)."""
+    import bmo.store.migrations as m
+
+    if latest_version() < 2:
+        pytest.skip("needs two migrations")
+    gap = latest_version() - 1
+    path = tmp_path / "bmo.db"
+    monkeypatch.setattr(m, "MIGRATIONS", tuple(x for x in MIGRATIONS if x.version != gap))
+    await (await open_db(path)).close()
+    conn = sqlite3.connect(path)
+    assert gap not in {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+    conn.close()
+    monkeypatch.setattr(m, "MIGRATIONS", tuple(reversed(MIGRATIONS)))  # any order in the tuple
+    db = await open_db(path)
+    try:
+        rows = await db.fetchall("SELECT version FROM schema_migrations ORDER BY version")
+        assert [r[0] for r in rows] == [x.version for x in MIGRATIONS]
+    finally:
+        await db.close()
+    fresh = tmp_path / "fresh.db"
+    monkeypatch.setattr(m, "MIGRATIONS", MIGRATIONS)
+    await (await open_db(fresh)).close()
+    assert schema(path) == schema(fresh)
+    monkeypatch.setattr(m, "MIGRATIONS", tuple(x for x in MIGRATIONS if x.version != gap))
+    with pytest.raises(Unavailable) as e:
+        await open_db(path)
+    assert "newer" in e.value.message
+
+
+async def test_runs_have_a_client_column(tmp_path: Path) -> None:
+    db = await open_db(tmp_path / "bmo.db")
+    try:
+        cols = [r[1] for r in await db.fetchall("PRAGMA table_info(runs)")]
+        assert cols[-1] == "client"  # migration 5, added at the end
+        assert (await db.fetchone("SELECT name FROM schema_migrations WHERE version = 5"))[0] == "runs_client"  # type: ignore[index]
+    finally:
+        await db.close()

@@ -127,6 +127,14 @@ class ChatRequest:
     metadata: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)  # what the parser dropped (X-BMO-Warning)
     beta: str | None = None  # Anthropic `anthropic-beta`, forwarded to an anthropic upstream
+    continues: str | None = None  # the id of a stored answer this request continues (its history first)
+    preamble: int = 0  # leading messages that are this request's own instructions, not conversation
+    store: bool = False  # keep this answer, retrievable by its id and continuable
+    wire: Any = None  # what the dialect's parser kept for its own rendering; opaque to the rest
+    # A raw text completion (editor autocomplete): no agent loop, no system prompt, no tools, no
+    # session; `prompt` (and `suffix`) go to the upstream's /completions exactly as sent.
+    prompt: str | None = None
+    suffix: str | None = None
 
 
 @dataclass(slots=True)

@@ -33,6 +33,10 @@ class ServerConfig:
     max_body_mb: float = 8
     shutdown_grace_s: float = 10
     log_format: str = "text"
+    log_level: str = "info"  # debug | info | warning | error; access lines are info: warning and above hide them
+    access_log: bool = True  # false: no access lines (`openai_compat.fired`/`.action`); the ledger still has every run
+    header_timeout_s: float = 10  # a connection must send complete headers (and keep a body coming) this fast
+    max_connections: int = 1024  # open client connections at once (lowered to fit the open-file limit)
     metrics_public: bool = False  # true: GET /metrics needs no key (for a scraper on a private network)
 
 
@@ -49,6 +53,7 @@ class ProviderConfig:
     timeout_s: float = 600
     connect_timeout_s: float = 10
     headers: dict[str, str] = field(default_factory=dict)
+    max_response_mb: float = 32  # an upstream answer (whole or streamed) larger than this is 502 upstream_too_large
 
 
 @dataclass(slots=True)
@@ -77,6 +82,12 @@ class LedgerConfig:
 
 
 @dataclass(slots=True)
+class ResponsesConfig:
+    store: bool = True  # false: no Responses object is kept, whatever a request's `store` says
+    retention_days: float = 30
+
+
+@dataclass(slots=True)
 class Config:
     home: Path = field(default_factory=lambda: Path("~/.bmo").expanduser())
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -91,9 +102,12 @@ class Config:
     openai_compat: OpenAICompatConfig = field(default_factory=OpenAICompatConfig)
     sessions: SessionsConfig = field(default_factory=SessionsConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    responses: ResponsesConfig = field(default_factory=ResponsesConfig)
     config_file: Path | None = None
     config_written: bool = False  # true when this start wrote the default config.yaml
     lines: dict[str, int] = field(default_factory=dict, repr=False, compare=False)  # dotted key -> line
+    # dotted key -> where its value came from ("file", "env BMO_PORT", "flag --port"); absent: default
+    sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def where(self, key: str) -> str:
         """`key (line N)` when the key came from config.yaml, so later checks can say where too."""
@@ -118,6 +132,7 @@ _SECTIONS: dict[str, type] = {
     "openai_compat": OpenAICompatConfig,
     "sessions": SessionsConfig,
     "ledger": LedgerConfig,
+    "responses": ResponsesConfig,
 }
 _TOP_SCALARS = {"default_agent": str, "agents_dir": str}
 
@@ -125,9 +140,12 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("auth", "mode"): ("keys", "none"),
     ("openai_compat", "system_messages"): ("append", "ignore", "reject"),
     ("server", "log_format"): ("text", "json"),
+    ("server", "log_level"): ("debug", "info", "warning", "error"),
 }
 _POSITIVE = {
     ("server", "max_body_mb"),
+    ("server", "header_timeout_s"),
+    ("server", "max_connections"),
     ("openai_compat", "concurrency"),
     ("openai_compat", "max_steps"),
     ("openai_compat", "keepalive_s"),
@@ -313,6 +331,8 @@ def _provider(name: str, raw: Any, src: str, where: Any, key: str) -> ProviderCo
         raise ConfigError(src, where(f"{key}.base_url"), "must start with http:// or https://")
     if pc.timeout_s <= 0:
         raise ConfigError(src, where(f"{key}.timeout_s"), "must be > 0")
+    if pc.max_response_mb <= 0:
+        raise ConfigError(src, where(f"{key}.max_response_mb"), "must be > 0")
     return pc
 
 
@@ -379,6 +399,8 @@ def _set(cfg: Config, section: str, key: str, value: Any, src: str, where: str) 
     if (section, key) == ("server", "port") and not 0 <= v <= 65535:
         raise ConfigError(src, where, f"must be a port number (1-65535, or 0 for any free port), got {v!r}")
     setattr(target, key, v)
+    kind = "file" if src == str(cfg.config_file) else "env" if src == "environment" else "flag"
+    cfg.sources[f"{section}.{key}" if section else key] = kind if kind == "file" else f"{kind} {where}"
 
 
 def _apply_env(cfg: Config, env: dict[str, str]) -> None:

@@ -101,11 +101,27 @@ class RequestTooLarge(BmoError):
     outcome = "client_error"
 
 
+class RequestTimeout(BmoError):
+    """The request's body stopped arriving (`server.header_timeout_s` without a byte)."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+    outcome = "client_error"
+
+
 class RateLimited(BmoError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limited"
     outcome = "client_error"
+
+
+class UpstreamRateLimited(RateLimited):
+    """The upstream's own 429: the client sees a 429 it can retry, but the ledger blames the
+    upstream, not the client (SPEC §6)."""
+
+    outcome = "upstream_error"
 
 
 class UpstreamError(BmoError):
@@ -139,6 +155,14 @@ class Unavailable(BmoError):
     type = "server_error"
     code = "store_unavailable"
     outcome = "internal_error"
+
+
+class ShuttingDown(Unavailable):
+    """bmo is draining on SIGTERM: a new request is refused, a run still going at the end of the
+    grace is cut (SPEC §11)."""
+
+    code = "shutting_down"
+    outcome = "shutting_down"
 
 
 class InternalError(BmoError):

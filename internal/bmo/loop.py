@@ -73,6 +73,8 @@ class Plan:
     max_steps: int
     warnings: list[str] = field(default_factory=list)
     beta: str | None = None
+    prompt: str | None = None  # a raw text completion (chat.ChatRequest.prompt)
+    suffix: str | None = None
 
 
 def plan_run(
@@ -131,6 +133,8 @@ def plan_run(
         max_steps=agent.max_steps or max_steps,
         warnings=warnings,
         beta=req.beta,
+        prompt=req.prompt,
+        suffix=req.suffix,
     )
 
 
@@ -178,6 +182,8 @@ class _Steps:
             tools=plan.tools,
             tool_choice=self.tool_choice,
             beta=plan.beta,
+            prompt=plan.prompt,
+            suffix=plan.suffix,
         )
 
     async def after(

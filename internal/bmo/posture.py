@@ -15,7 +15,7 @@ from typing import Any
 
 from bmo import __version__
 from bmo.config import Config
-from bmo.runs import Persistence, RunRecord
+from bmo.runs import Persistence, RunRecord, iso_utc
 
 __all__ = ["Persistence", "PostureWindow", "build_posture"]
 
@@ -23,26 +23,27 @@ WINDOW_S = 3600  # posture speaks of the last hour...
 WINDOW_MAX = 20_000  # ...or of this many runs, whichever is fewer: memory stays bounded
 RECENT = 10
 INFERENCE_ROUTES = ["/v1/chat/completions"]  # what this build serves; grows with each wire format
-TOP_UAS = 5
+TOP_UAS = 5  # top user-agents (raw) and top clients (bmo.clients names): five of each
+
+Row = tuple[float, str, str, float, str | None, str | None]  # started_at, route, outcome, ms, client_ua, client
 
 
 class PostureWindow:
     __slots__ = ("_rows", "_recent")
 
     def __init__(self) -> None:
-        # (started_at, route, outcome, duration_ms, client_ua)
-        self._rows: deque[tuple[float, str, str, float, str | None]] = deque(maxlen=WINDOW_MAX)
+        self._rows: deque[Row] = deque(maxlen=WINDOW_MAX)
         self._recent: deque[RunRecord] = deque(maxlen=RECENT)
 
     def add(self, r: RunRecord) -> None:
-        self._rows.append((r.started_at, r.route, r.outcome, r.duration_ms, r.client_ua))
+        self._rows.append((r.started_at, r.route, r.outcome, r.duration_ms, r.client_ua, r.client))
         self._recent.append(r)
 
     def extend(self, records: Iterable[RunRecord]) -> None:
         for r in sorted(records, key=lambda r: r.started_at):
             self.add(r)
 
-    def rows(self, now: float) -> list[tuple[float, str, str, float, str | None]]:
+    def rows(self, now: float) -> list[Row]:
         cutoff = now - WINDOW_S
         return [row for row in self._rows if row[0] >= cutoff]
 
@@ -58,7 +59,7 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     return round(sorted_values[k], 3)
 
 
-def _groups(rows: list[tuple[float, str, str, float, str | None]], idx: int, name: str) -> list[dict[str, Any]]:
+def _groups(rows: list[Row], idx: int, name: str) -> list[dict[str, Any]]:
     by: dict[str, list[float]] = {}
     for row in rows:
         by.setdefault(str(row[idx]), []).append(row[3])
@@ -103,22 +104,29 @@ def build_posture(
     source: str,
     started_at: float | None = None,
     now: float | None = None,
+    store_problem: str | None = None,
 ) -> dict[str, Any]:
+    """`store_problem`: why the store is not usable (what makes GET /health answer 503), so
+    that posture and /health always agree (SPEC §6)."""
     now = time.time() if now is None else now
     rows = window.rows(now)
-    if not cfg.openai_compat.enabled:
+    if store_problem is not None:
+        state = "degraded"
+    elif not cfg.openai_compat.enabled:
         state = "disabled"
     elif persistence.state != "ok":
         state = "degraded"
     else:
         state = "ready"
     uas = Counter(row[4] or "(none)" for row in rows)
+    clients = Counter(row[5] or "(unknown)" for row in rows)
     return {
         "object": "openai_compat.posture",
         "state": state,
         "source": source,
         "version": __version__,
-        "generated_at": round(now, 3),
+        "generated_at": iso_utc(now),
+        "started_at": iso_utc(started_at),
         "uptime_s": None if started_at is None else round(now - started_at, 1),
         "config": config_view(cfg, enabled_routes),
         "persistence": persistence.to_json(),
@@ -127,5 +135,6 @@ def build_posture(
         "by_route": _groups(rows, 1, "route"),
         "by_outcome": _groups(rows, 2, "outcome"),
         "top_user_agents": [{"client_ua": ua, "count": n} for ua, n in uas.most_common(TOP_UAS)],
+        "top_clients": [{"client": c, "count": n} for c, n in clients.most_common(TOP_UAS)],
         "recent_runs": [r.to_json() for r in window.recent()],
     }

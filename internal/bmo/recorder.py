@@ -15,6 +15,7 @@ import orjson
 
 from bmo.metrics import Metrics
 from bmo.posture import Persistence, PostureWindow
+from bmo.redact import Redactor
 from bmo.runs import RunRecord
 
 FLUSH_S = 0.05  # access lines reach stderr within 50 ms...
@@ -89,7 +90,13 @@ class AccessLog:
 
 class Recorder:
     def __init__(
-        self, sink: RunSink | None, persistence: Persistence, *, store_content: bool, log: AccessLog | None = None
+        self,
+        sink: RunSink | None,
+        persistence: Persistence,
+        *,
+        store_content: bool,
+        log: AccessLog | None = None,
+        redact: Redactor | None = None,
     ) -> None:
         self.sink = sink
         self.persistence = persistence
@@ -97,8 +104,14 @@ class Recorder:
         self.metrics = Metrics()
         self.store_content = store_content
         self.log = log or AccessLog()
+        # The one field of a run a client writes freely: its User-Agent. A key pasted into it
+        # stays out of the access log, posture and the ledger (SPEC §5). The server sets the
+        # redactor that knows the configured keys.
+        self.redact = redact or Redactor()
 
     def fired(self, request_id: str, route: str, agent: str | None, client_ua: str | None) -> None:
+        if client_ua and ("sk-" in client_ua or "earer" in client_ua):  # no call unless it looks like a key
+            client_ua = self.redact(client_ua)
         self.log.emit(
             "openai_compat.fired", {"request_id": request_id, "route": route, "agent": agent, "client_ua": client_ua}
         )
@@ -106,6 +119,9 @@ class Recorder:
     def finish(self, r: RunRecord) -> None:
         if not self.store_content:
             r.content = None  # prompts and answers stay out unless ledger.store_content
+        ua = r.client_ua
+        if ua and ("sk-" in ua or "earer" in ua):
+            r.client_ua = self.redact(ua)
         self.window.add(r)
         self.metrics.observe(r)
         if self.sink is not None:

@@ -6,10 +6,11 @@ run (SPEC §6).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-OUTCOMES = ("ok", "client_error", "upstream_error", "cancelled", "timeout", "internal_error")
+OUTCOMES = ("ok", "client_error", "upstream_error", "cancelled", "shutting_down", "timeout", "internal_error")
 EVENT_NAMES = (
     "received",
     "resolved",
@@ -55,13 +56,14 @@ class RunRecord:
     api_key_prefix: str | None = None
     client_ua: str | None = None
     client_ip: str | None = None
+    client: str | None = None  # the client's short name (bmo.clients), beside the raw user-agent
     events: list[RunEvent] = field(default_factory=list)
     content: dict[str, Any] | None = None  # prompts and answers: only with ledger.store_content
 
     def to_json(self) -> dict[str, Any]:
         return {
             "request_id": self.request_id,
-            "started_at": self.started_at,
+            "started_at": iso_utc(self.started_at),
             "route": self.route,
             "method": self.method,
             "status": self.status,
@@ -79,8 +81,17 @@ class RunRecord:
             "session_id": self.session_id,
             "api_key_prefix": self.api_key_prefix,
             "client_ua": self.client_ua,
+            "client": self.client,
             "client_ip": self.client_ip,
         }
+
+
+def iso_utc(ts: float | None) -> str | None:
+    """A unix time as the one JSON time format: UTC ISO-8601 with `Z`, to the millisecond."""
+    if ts is None:
+        return None
+    ms = int(round(ts * 1000))
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
 
 def outcome_for(status: int, error_outcome: str | None, cancelled: bool) -> str:

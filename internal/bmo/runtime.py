@@ -20,8 +20,11 @@ from bmo.sessions import SessionManager
 from bmo.store.db import Database
 from bmo.store.keys import KeyStore
 from bmo.store.ledger import LedgerWriter, get_run, list_runs, prune_forever
+from bmo.store.responses import ResponseStore
 from bmo.store.sessions import SessionStore
 from bmo.store.verifier import CachedKeyVerifier
+
+LOUD = ("debug", "info")  # the log levels that show access lines
 
 
 class Runtime:
@@ -45,10 +48,12 @@ class Runtime:
             self.ledger,
             self.persistence,
             store_content=cfg.ledger.store_content,
-            log=AccessLog(cfg.server.log_format),
+            # access lines are INFO: off with server.access_log false or a log_level above info
+            log=AccessLog(cfg.server.log_format if cfg.server.access_log and cfg.server.log_level in LOUD else "off"),
         )
         self._prune_task: asyncio.Task[None] | None = None
         self.sessions = SessionManager(SessionStore(self.db))
+        self.responses = ResponseStore(self.db)
 
     async def open(self) -> None:
         # The store first: a database that cannot be opened stops start-up with a Unavailable
@@ -62,12 +67,21 @@ class Runtime:
         self._keys_task = asyncio.create_task(self.keys.run(), name="bmo-key-epoch")
         self.ledger.start()
         self._prune_task = asyncio.create_task(
-            prune_forever(self.db, self.cfg.ledger.retention_days, self.sessions.store, self.cfg.sessions.ttl_days),
+            prune_forever(
+                self.db,
+                self.cfg.ledger.retention_days,
+                self.sessions.store,
+                self.cfg.sessions.ttl_days,
+                self.responses,
+                self.cfg.responses.retention_days,
+            ),
             name="bmo-retention",
         )
         self.http = open_session(self.cfg.openai_compat.concurrency)
         self.providers = build_providers(self.cfg, self.http)
-        self.service = ChatService(self.cfg, self.agents, self.providers, self.recorder, sessions=self.sessions)
+        self.service = ChatService(
+            self.cfg, self.agents, self.providers, self.recorder, sessions=self.sessions, responses=self.responses
+        )
 
     async def close(self) -> None:
         for p in self.providers.values():

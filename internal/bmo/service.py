@@ -27,6 +27,7 @@ from bmo.chat import (
     ChatRequest,
     Completion,
     Event,
+    Message,
     ReasoningDelta,
     ServerToolCall,
     ServerToolResult,
@@ -39,12 +40,13 @@ from bmo.chat import (
     message_to_json,
 )
 from bmo.config import Config
-from bmo.errors import BmoError, RateLimited, UpstreamError
+from bmo.errors import BmoError, NotFound, RateLimited, UpstreamError
 from bmo.loop import Plan, plan_run, run_agent, run_agent_whole
 from bmo.providers import ModelCall, Provider
 from bmo.recorder import Recorder
 from bmo.runs import RunEvent, RunRecord, outcome_for
 from bmo.sessions import Bound, SessionManager, is_background_task, owner_of, session_name
+from bmo.store.responses import ResponseStore, StoredResponse
 from bmo.tools import BUILTINS, Tool
 
 log = logging.getLogger("bmo.service")
@@ -57,11 +59,11 @@ class Run:
     layer), and the `async with` scope of an admitted run (`admitted`)."""
 
     __slots__ = (
-        "service", "request_id", "route", "method", "started", "wall", "client_ua", "client_ip",
+        "service", "request_id", "route", "method", "started", "wall", "client_ua", "client_ip", "client",
         "caller_prefix", "model_requested", "stream", "agent", "plan", "provider", "bound",
         "ttfb_ms", "tool_calls", "server_tools_ran", "usage", "events", "session_id", "content",
         "status", "error", "client_gone", "first_byte_sent", "fired", "calls", "wants_all_text",
-        "answer", "_events", "_req", "_headers", "_caller", "_slot",
+        "answer", "keep", "new_input", "_events", "_req", "_headers", "_caller", "_slot",
     )  # fmt: skip
 
     def __init__(
@@ -74,8 +76,10 @@ class Run:
         client_ip: str | None,
         started: float,
         wall: float,
+        client: str | None = None,  # the client's short name (bmo.clients), for the ledger
     ) -> None:
         self.service = service
+        self.client = client
         self.request_id = request_id
         self.route = route
         self.method = method
@@ -107,6 +111,8 @@ class Run:
         self.calls: dict[int, ToolCall] = {}
         self.wants_all_text = False  # the first token times the run; a session or the ledger keeps them all
         self.answer: list[str] = []
+        self.keep = False  # the answer is stored (a Responses object): `finish` writes it
+        self.new_input: list[Message] = []  # what this request added to the conversation (stored)
         self._events: AsyncIterator[list[Event]] | None = None
         self._slot: Admission | None = None
 
@@ -142,7 +148,9 @@ class Run:
         await slot.__aenter__()
         self._slot = slot
         try:
-            if svc.sessions is not None and not is_background_task(req):
+            if req.continues is not None or req.store:
+                await self._stored(svc, req)
+            if svc.sessions is not None and req.prompt is None and not is_background_task(req):
                 named = session_name(self._headers, req, svc.cfg, agent)
                 if named is not None:
                     self.bound = await svc.sessions.bind(owner_of(self._caller), named[0], named[1], agent, req)
@@ -160,6 +168,28 @@ class Run:
             await self.__aexit__()
             raise
         return self
+
+    async def _stored(self, svc: ChatService, req: ChatRequest) -> None:
+        """A request that continues a stored answer gets its conversation first (after the
+        request's own instructions); one whose answer is kept remembers what it added."""
+        lead = req.preamble  # the request's instructions: they apply to it alone, they are not stored
+        self.new_input = req.messages[lead:]
+        self.keep = req.store and svc.responses is not None and svc.cfg.responses.store
+        self.wants_all_text = self.wants_all_text or self.keep
+        if req.continues is None:
+            return
+        chain = await svc.responses.chain(req.continues, owner_of(self._caller)) if svc.responses else None
+        if chain is None:
+            raise NotFound(
+                f"Previous response with id '{req.continues}' not found.",
+                code="previous_response_not_found",
+                param="previous_response_id",
+            )
+        history: list[Message] = []
+        for r in chain:
+            history += r.input
+            history.append(r.output)
+        req.messages = [*req.messages[:lead], *history, *self.new_input]
 
     async def __aexit__(self, *exc: object) -> None:
         aclose = getattr(self._events, "aclose", None)
@@ -194,14 +224,33 @@ class Run:
             e.headers["x-should-retry"] = "false"
         return e
 
-    async def finish(self) -> None:
-        """The run is done and answered: its exchange joins the session transcript."""
+    async def finish(self, final: dict[str, Any] | None = None) -> None:
+        """The run is done and its answer rendered (not yet sent): the exchange joins the
+        session transcript, and a kept answer (`final`, the object the client is about to get)
+        is stored, so that it can be continued the moment the client has it."""
         if self.content is not None:
             self.content["answer"] = "".join(self.answer)
         if self.bound is not None:
             self.bound.answer_text = self.answer
             self.bound.answer_calls = [self.calls[i] for i in sorted(self.calls)]
             await self.bound.commit()
+        if self.keep and final is not None:
+            svc = self.service
+            assert svc.responses is not None and self.agent is not None
+            calls = [self.calls[i] for i in sorted(self.calls)]
+            output = Message(role="assistant", content="".join(self.answer) or None, tool_calls=calls or None)
+            await svc.responses.save(
+                StoredResponse(
+                    id=final["id"],
+                    owner=owner_of(self._caller),
+                    previous_id=self._req.continues,
+                    agent=self.agent.id,
+                    created_at=time.time(),
+                    input=self.new_input,
+                    output=output,
+                    body=final,
+                )
+            )
 
     # ---- the loop's observer ---------------------------------------------------------------
 
@@ -266,6 +315,7 @@ class Run:
             api_key_prefix=self.caller_prefix,
             client_ua=self.client_ua,
             client_ip=self.client_ip,
+            client=self.client,
             events=self.events,
             content=self.content,
         )
@@ -280,9 +330,11 @@ class ChatService:
         recorder: Recorder,
         tools: dict[str, Tool] | None = None,
         sessions: SessionManager | None = None,
+        responses: ResponseStore | None = None,
     ) -> None:
         self.cfg = cfg
         self.sessions = sessions
+        self.responses = responses
         self.agents = agents
         self.providers = providers
         self.recorder = recorder
@@ -299,8 +351,9 @@ class ChatService:
         client_ip: str | None,
         started: float,
         wall: float,
+        client: str | None = None,
     ) -> Run:
-        return Run(self, request_id, route, method, client_ua, client_ip, started, wall)
+        return Run(self, request_id, route, method, client_ua, client_ip, started, wall, client)
 
     async def count_tokens(self, run: Run, req: ChatRequest, headers: Mapping[str, str]) -> int:
         """The input tokens of what the agent would send for `req` (its prompt, the messages and
@@ -326,6 +379,17 @@ class ChatService:
         except BmoError as e:
             raise run.failed(e) from None
         return n if n is not None else estimate_tokens(plan.messages, plan.tools)
+
+    async def stored_response(self, rid: str, caller: object) -> StoredResponse:
+        """A stored Responses object of this caller's; 404 `response_not_found` otherwise."""
+        found = await self.responses.get(rid, owner_of(caller)) if self.responses is not None else None
+        if found is None:
+            raise NotFound(f"Response with id '{rid}' not found.", code="response_not_found", param="response_id")
+        return found
+
+    async def delete_response(self, rid: str, caller: object) -> None:
+        if self.responses is None or not await self.responses.delete(rid, owner_of(caller)):
+            raise NotFound(f"Response with id '{rid}' not found.", code="response_not_found", param="response_id")
 
     def fire(self, run: Run) -> None:
         """The `openai_compat.fired` line: once per request, when it is accepted."""

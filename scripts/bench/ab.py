@@ -13,8 +13,17 @@ A and B are each `proxy` (the raw aiohttp proxy), `floor` (bmo's own work by han
 are requests, or streamed tokens with `--stream` (200 tokens at 5 ms each, like the full
 benchmark's stream scenario). Figures are for comparing A with B only; the full benchmark is the record.
 
+`--b-messages` loads B through `POST /v1/messages` (the Anthropic dialect, same body, same fake
+OpenAI upstream) and A through chat completions as always: `--ab worktree worktree --b-messages`
+is what the Anthropic dialect costs against chat, per request or per token, on one core.
+`--b-api API` does the same for any route the driver knows: `responses` (`store` false),
+`responses_store` (`store` left out: true), `completions` (from the fake upstream's own
+`/v1/completions`) or `messages` (= `--b-messages`).
+
     scripts/bench.sh --ab HEAD~1 worktree
     scripts/bench.sh --ab proxy worktree --stream --rounds 5
+    scripts/bench.sh --ab worktree worktree --b-messages --stream
+    scripts/bench.sh --ab worktree worktree --b-api completions --stream
 """
 
 from __future__ import annotations
@@ -61,12 +70,12 @@ def configure(upstream: Proc, tokens: int, delay_ms: float) -> None:
         r.read()
 
 
-def load_cmd(procs: Procs, a: argparse.Namespace, gw: Proc, name: str) -> list[str]:
-    url = gw.url + "/v1/chat/completions"
+def load_cmd(procs: Procs, a: argparse.Namespace, gw: Proc, name: str, api: str = "chat") -> list[str]:
+    url = gw.url + driver.PATHS[api]
     if not a.stream and driver.wrk_available():
-        return driver.wrk_command(url, KEY, "bench", a.concurrency, a.seconds, procs.workdir / f"{name}.lua")
+        return driver.wrk_command(url, KEY, "bench", a.concurrency, a.seconds, procs.workdir / f"{name}.lua", api)
     cmd = [PY, str(HERE / "driver.py"), "--url", url, "--key", KEY, "--concurrency", str(a.concurrency)]
-    cmd += ["--requests", "10000000", "--duration", str(a.seconds), "--timeout", "30"]
+    cmd += ["--requests", "10000000", "--duration", str(a.seconds), "--timeout", "30", "--api", api]
     if a.stream:
         cmd += ["--stream", "--expect-tokens", str(STREAM_TOKENS)]
     return cmd
@@ -81,7 +90,11 @@ def units(out: str, a: argparse.Namespace, wrk: bool) -> tuple[float, dict[str, 
 def one_round(procs: Procs, a: argparse.Namespace, gws: list[Proc], load_core: int | None, r: int) -> list[float]:
     """Load both gateways at once; returns each one's CPU microseconds per unit."""
     before = [procstat.cpu_seconds(g.pid) for g in gws]
-    loads = [procs.start(f"load-{r}-{g.name}", [*pin_prefix(load_core), *load_cmd(procs, a, g, g.name)]) for g in gws]
+    apis = ["chat", a.b_api]
+    loads = [
+        procs.start(f"load-{r}-{g.name}", [*pin_prefix(load_core), *load_cmd(procs, a, g, g.name, api)])
+        for g, api in zip(gws, apis, strict=True)
+    ]
     deadline = time.monotonic() + a.seconds + 60
     for p in loads:
         p.popen.wait(max(1.0, deadline - time.monotonic()))
@@ -102,12 +115,24 @@ def main() -> int:
     ap.add_argument("a", help="proxy | floor | worktree | a git revision | a directory holding internal/bmo")
     ap.add_argument("b", help="proxy | floor | worktree | a git revision | a directory holding internal/bmo")
     ap.add_argument("--stream", action="store_true", help="streams of 200 tokens at 5 ms; units are tokens")
+    ap.add_argument("--b-messages", action="store_true", help="load B through /v1/messages (A: chat completions)")
+    ap.add_argument(
+        "--b-api",
+        choices=driver.APIS,
+        default="chat",
+        help="load B through this route (A: chat completions): messages, responses (store false), "
+        "responses_store (store true), completions",
+    )
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=0.0, help="per round (default 4, or 8 with --stream)")
     ap.add_argument("--concurrency", type=int, default=0, help="per gateway (default 8, or 32 with --stream)")
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--pidfile", default=None)
     a = ap.parse_args()
+    if a.b_messages:
+        if a.b_api not in ("chat", "messages"):
+            ap.error("--b-messages is --b-api messages: give one of them")
+        a.b_api = "messages"
     a.seconds = a.seconds or (8.0 if a.stream else 4.0)
     a.concurrency = a.concurrency or (32 if a.stream else 8)
     procs = Procs(Path(a.workdir), Path(a.pidfile) if a.pidfile else None)
@@ -117,6 +142,8 @@ def main() -> int:
         up = targets.start_upstream(procs, load_core)
         configure(up, *((STREAM_TOKENS, STREAM_DELAY_MS) if a.stream else (PLAIN_TOKENS, 0.0)))
         gws = [start(procs, a.a, "A", up, gw_core), start(procs, a.b, "B", up, gw_core)]
+        if a.b_api != "chat" and not driver.serves(gws[1].url + driver.PATHS[a.b_api], KEY, a.b_api):
+            raise SystemExit(f"--b-api {a.b_api}: {a.b} has no {driver.PATHS[a.b_api]} route")
         warm = argparse.Namespace(**{**vars(a), "seconds": 2.0})
         one_round(procs, warm, gws, load_core, 0)
         unit = "µs/token" if a.stream else "µs/request"
@@ -128,7 +155,11 @@ def main() -> int:
     finally:
         procs.stop_all()
     where = "both on core 0, loads and upstream on core 1" if pinned else "not pinned"
-    print(f"B/A median {statistics.median(ratios):.3f} over {a.rounds} rounds ({where}): A = {a.a}, B = {a.b}")
+    b = a.b
+    if a.b_api != "chat":
+        store = {"responses": " (store false)", "responses_store": " (store true)"}.get(a.b_api, "")
+        b = f"{a.b} through {driver.PATHS[a.b_api]}{store}, A through chat completions"
+    print(f"B/A median {statistics.median(ratios):.3f} over {a.rounds} rounds ({where}): A = {a.a}, B = {b}")
     return 0
 
 

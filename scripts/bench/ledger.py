@@ -3,7 +3,9 @@
 Rows are read through `GET /v1/openai-compat/runs` (paged with `cursor`), or, when that route
 is missing, `bmo runs list --json`. When neither exists yet the check reports "n/a (no ledger
 yet)" instead of failing, so the benchmark runs before and after the ledger lands. Only rows of
-`/v1/chat/completions` count (when rows name their route): that is all the benchmark sends.
+`/v1/chat/completions` count (when rows name their route), or with `route="messages"` only rows
+of `/v1/messages` (likewise "responses" and "completions": `POST /v1/responses`, legacy
+`/v1/completions`): each is checked apart, against what was sent to it.
 Rows may be written after the response, so the count is polled until it stops moving.
 """
 
@@ -14,6 +16,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,32 @@ def _is_chat(row: Any) -> bool:
     return "chat/completions" in str(row["route"])
 
 
+def _is_messages(row: Any) -> bool:
+    """A row of `POST /v1/messages` (not of count_tokens); rows that name no route are chat's."""
+    if not isinstance(row, dict) or "route" not in row:
+        return False
+    return str(row["route"]).split("?", 1)[0].rstrip("/").endswith("/messages")
+
+
+def _route_is(path: str) -> Callable[[Any], bool]:
+    """Rows of exactly `path` (any query string): `/v1/responses`, not `/v1/responses/{id}`."""
+
+    def counted(row: Any) -> bool:
+        if not isinstance(row, dict) or "route" not in row:
+            return False
+        return str(row["route"]).split("?", 1)[0].rstrip("/") == path
+
+    return counted
+
+
+def _counts(route: str) -> Callable[[Any], bool]:
+    if route == "messages":
+        return _is_messages
+    if route in ("responses", "completions"):
+        return _route_is(f"/v1/{route}")
+    return _is_chat
+
+
 def _page(base: str, key: str, limit: int, cursor: Any) -> Any:
     q = {"limit": limit, **({"cursor": cursor} if cursor else {})}
     url = f"{base}/v1/openai-compat/runs?{urllib.parse.urlencode(q)}"
@@ -50,8 +79,9 @@ def _page(base: str, key: str, limit: int, cursor: Any) -> Any:
         return orjson.loads(resp.read())
 
 
-def _via_http(base: str, key: str) -> int | None:
-    """Chat rows through the HTTP route, or None when the route does not exist."""
+def _via_http(base: str, key: str, route: str = "chat") -> int | None:
+    """Chat (or `route`) rows through the HTTP route, or None when the route does not exist."""
+    counted = _counts(route)
     count, cursor, sizes = 0, None, list(PAGES)
     for _ in range(MAX_PAGES):
         try:
@@ -64,14 +94,15 @@ def _via_http(base: str, key: str) -> int | None:
                 continue
             raise
         rows, cursor = _rows_of(body)
-        count += sum(1 for r in rows if _is_chat(r))
+        count += sum(1 for r in rows if counted(r))
         if not rows or not cursor:
             return count
     return count
 
 
-def _via_cli(bmo: Path, home: Path, env: dict[str, str]) -> int | None:
+def _via_cli(bmo: Path, home: Path, env: dict[str, str], route: str = "chat") -> int | None:
     """The CLI has no cursor: it can count up to its --limit, so ask for one more than that."""
+    counted = _counts(route)
     for limit in (1_000_000, PAGES[0]):
         cmd = [str(bmo), "runs", "list", "--json", "--limit", str(limit), "--home", str(home)]
         p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
@@ -80,19 +111,22 @@ def _via_cli(bmo: Path, home: Path, env: dict[str, str]) -> int | None:
                 rows, _ = _rows_of(orjson.loads(p.stdout))
             except orjson.JSONDecodeError:
                 return None
-            n = sum(1 for r in rows if _is_chat(r))
+            n = sum(1 for r in rows if counted(r))
             return n if len(rows) < limit else None  # cut at the limit: cannot tell
     return None
 
 
-def count_rows(base: str, key: str, bmo: Path, home: Path, env: dict[str, str], expect: int) -> int | None:
-    """Chat rows in the ledger once the count settles (None: there is no ledger yet, or no way to count)."""
+def count_rows(
+    base: str, key: str, bmo: Path, home: Path, env: dict[str, str], expect: int, route: str = "chat"
+) -> int | None:
+    """Chat (or `route`) rows in the ledger once the count settles (None: there is no ledger
+    yet, or no way to count)."""
     last: int | None = None
     deadline = time.monotonic() + 20
     while True:
-        n = _via_http(base, key)
+        n = _via_http(base, key, route)
         if n is None:
-            n = _via_cli(bmo, home, env)
+            n = _via_cli(bmo, home, env, route)
         if n is None:
             return None
         if (n == last and n >= expect) or time.monotonic() > deadline:
@@ -102,11 +136,20 @@ def count_rows(base: str, key: str, bmo: Path, home: Path, env: dict[str, str], 
 
 
 def check(
-    base: str, key: str, bmo: Path, home: Path, env: dict[str, str], sent_min: int, sent_max: int
+    base: str,
+    key: str,
+    bmo: Path,
+    home: Path,
+    env: dict[str, str],
+    sent_min: int,
+    sent_max: int,
+    route: str = "chat",
 ) -> tuple[str, bool | None]:
-    """The ledger line for the report, and whether zero rows were lost (None: not measurable)."""
+    """The ledger line for the report, and whether zero rows were lost (None: not measurable).
+    `route`: "chat" (rows of /v1/chat/completions), "messages" (rows of /v1/messages),
+    "responses" or "completions" (rows of /v1/responses, of /v1/completions)."""
     try:
-        rows = count_rows(base, key, bmo, home, env, sent_min)
+        rows = count_rows(base, key, bmo, home, env, sent_min, route)
     except Exception as e:  # the check must never sink the run it reports on
         return f"ledger check: error ({type(e).__name__}: {e})", None
     return verdict(rows, sent_min, sent_max)

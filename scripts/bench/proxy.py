@@ -3,6 +3,8 @@
 It forwards the request body to the upstream as-is over one shared, pooled `ClientSession`,
 and relays the answer's status, content type and bytes: whole for a JSON answer, chunk by chunk
 as they arrive for an event stream. No parsing, no auth, no logging. Loopback only.
+`/v1/completions` (legacy completions) is passed through the same way, to the upstream's own:
+the benchmark's one-stream first-byte scenario for it has the raw proxy as its reference hop.
 
     python scripts/bench/proxy.py --port 18002 --upstream http://127.0.0.1:18001
 """
@@ -10,7 +12,7 @@ as they arrive for an event stream. No parsing, no auth, no logging. Loopback on
 from __future__ import annotations
 
 import argparse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
@@ -20,13 +22,24 @@ HEADERS = {"Content-Type": "application/json"}
 
 
 def make_app(upstream: str) -> web.Application:
-    url = upstream.rstrip("/") + "/v1/chat/completions"
+    app = web.Application()
+    app.cleanup_ctx.append(session_ctx)
+    base = upstream.rstrip("/")
+    app.router.add_post("/v1/chat/completions", relay(base + "/v1/chat/completions"))
+    app.router.add_post("/v1/completions", relay(base + "/v1/completions"))
+    app.router.add_get("/health", lambda r: web.json_response({"status": "ok"}))
+    return app
 
-    async def session_ctx(app: web.Application) -> AsyncIterator[None]:
-        # limit=0: no pool cap, so 1,000 open streams are 1,000 upstream connections
-        app[SESSION] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        yield
-        await app[SESSION].close()
+
+async def session_ctx(app: web.Application) -> AsyncIterator[None]:
+    # limit=0: no pool cap, so 1,000 open streams are 1,000 upstream connections
+    app[SESSION] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    yield
+    await app[SESSION].close()
+
+
+def relay(url: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The handler that passes a request to `url` and its answer back."""
 
     async def chat(request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -41,11 +54,7 @@ def make_app(upstream: str) -> web.Application:
             await resp.write_eof()
             return resp
 
-    app = web.Application()
-    app.cleanup_ctx.append(session_ctx)
-    app.router.add_post("/v1/chat/completions", chat)
-    app.router.add_get("/health", lambda r: web.json_response({"status": "ok"}))
-    return app
+    return chat
 
 
 def main() -> None:

@@ -7,6 +7,17 @@ floor.py: the least bmo could cost), `bmo` (auth on, ledger as configured by def
 target in turn, so drift on a shared machine hits all targets alike; only same-run ratios are
 meant to hold.
 
+`bmo_messages` is the same bmo process loaded through `POST /v1/messages` (the Anthropic
+dialect; its agent's upstream is still the fake OpenAI one) in the scenarios of MESSAGES only,
+right after bmo's own turn in every round; the report sets it beside bmo's chat figures
+("messages / chat"). The raw proxy and the floor have no Anthropic route, so they have no such turn.
+`bmo_responses` (`/v1/responses`, `store` false), `bmo_responses_store` (the same with `store`
+left out: true, streams only, to show what storing costs) and `bmo_completions` (legacy
+`/v1/completions`) take turns the same way, each after the one before (SIDE). The scenario
+TTFB_SCENARIO is theirs alone: one completions stream at a time through the upstream's own
+`/v1/completions` (`direct_completions`), the raw proxy (`proxy_completions`: what one hop
+costs) and bmo, for the first byte bmo adds.
+
 With two or more cores and `taskset`, the gateway under test runs on core 0 and the upstream,
 the load driver and this orchestrator on core 1. Every process is stopped at the end, on error,
 on Ctrl-C and on SIGTERM (scripts/bench.sh adds a pidfile trap for the case this one dies).
@@ -64,6 +75,7 @@ def plan(quick: bool) -> list[Scenario]:
             Scenario("ns16", "non-stream c=16", False, 16, 100_000, 1, 32),
             Scenario("ns64", "non-stream c=64", False, 64, 100_000, 1, 32),
             Scenario("st1", "stream, 1 at a time, 10 tok @5 ms", True, 1, 15, 5, 10, 5),
+            Scenario(TTFB_SCENARIO, TTFB_TITLE, True, 1, 15, 5, 10, 5),
             Scenario("st64", "stream 64 × 200 tok @5 ms", True, 64, 64, 10, 200, 5),
             Scenario("idle1000", "200 idle-ish streams (quick)", True, 200, 200, 10, 3, 200, sample_rss=True),
         ]
@@ -73,6 +85,7 @@ def plan(quick: bool) -> list[Scenario]:
         Scenario("ns64", "non-stream c=64", False, 64, 1_000_000, 12, 32, rounds=3),
         # rounds: one slow spell of the shared machine moved this p50 by a millisecond between runs
         Scenario("st1", "stream, 1 at a time, 10 tok @5 ms", True, 1, 240, 24, 10, 5, rounds=3),
+        Scenario(TTFB_SCENARIO, TTFB_TITLE, True, 1, 240, 24, 10, 5, rounds=3),
         # 256 streams a round, as in one round before: 64 at a time for four turns, so the ramp up
         # and down at either end stays a small share of what is measured
         Scenario("st64", "stream 64 × 200 tok @5 ms", True, 64, 768, 60, 200, 5, rounds=3),
@@ -80,15 +93,43 @@ def plan(quick: bool) -> list[Scenario]:
     ]
 
 
+# the scenarios that bmo also serves through /v1/messages (bmo only: nothing else has that route)
+MESSAGES = ("ns64", "st64")
+MESSAGES_TARGET = "bmo_messages"
+RESPONSES_TARGET, RESPONSES_STORE_TARGET = "bmo_responses", "bmo_responses_store"
+COMPLETIONS_TARGET, DIRECT_COMPLETIONS = "bmo_completions", "direct_completions"
+PROXY_COMPLETIONS = "proxy_completions"
+# one completions stream at a time: bmo's first byte against the upstream's own (theirs alone)
+TTFB_SCENARIO, TTFB_TITLE = "cst1", "completions stream, 1 at a time, 10 tok @5 ms"
+# bmo's other routes (and the upstream's /v1/completions), each a target of its own in these
+# scenarios only, its turn after bmo's chat turn in every round; not columns of the main table
+SIDE: dict[str, tuple[str, ...]] = {
+    MESSAGES_TARGET: MESSAGES,
+    RESPONSES_TARGET: ("ns64", "st64"),
+    RESPONSES_STORE_TARGET: ("st64",),
+    DIRECT_COMPLETIONS: (TTFB_SCENARIO,),
+    PROXY_COMPLETIONS: (TTFB_SCENARIO,),
+    COMPLETIONS_TARGET: ("ns64", "st64", TTFB_SCENARIO),
+}
+SIDE_ONLY = (TTFB_SCENARIO,)  # scenarios no main target runs
+# (target, title, driver API) of bmo's routes after /v1/messages, in turn order
+SIDE_ROUTES = (
+    (RESPONSES_TARGET, "bmo /v1/responses", "responses"),
+    (RESPONSES_STORE_TARGET, "bmo /v1/responses, store true", "responses_store"),
+    (COMPLETIONS_TARGET, "bmo /v1/completions", "completions"),
+)
+
+
 @dataclass
 class Target:
     key: str
     title: str
-    url: str  # the chat completions URL
+    url: str  # the chat completions URL (or, with another api, that route's: driver.PATHS)
     proc: Proc | None  # the gateway process (None: direct to upstream)
     api_key: str | None = None
     sent_min: int = 0  # requests sent to it, for the ledger check
     sent_max: int = 0
+    api: str = "chat"  # driver.APIS
 
 
 class Bench:
@@ -124,6 +165,23 @@ class Bench:
             src, self.src_label = export_rev(self.a.bmo_rev, self.procs.workdir / "bmo-src")
         b = targets.start_bmo(self.procs, up, self.key, self.gw_core, src)
         self.targets.append(Target("bmo", "bmo", b.url + "/v1/chat/completions", b, self.key))
+        if driver.serves_messages(b.url + "/v1/messages", self.key):  # not a revision from before the route
+            url = b.url + "/v1/messages"
+            # the same process, loaded through the Anthropic dialect; the probe was its first request
+            self.targets.append(Target(MESSAGES_TARGET, "bmo /v1/messages", url, b, self.key, 1, 1, "messages"))
+        else:
+            self.log("this bmo has no /v1/messages route: its scenarios are left out")
+        for key, title, api in SIDE_ROUTES:
+            url = b.url + driver.PATHS[api]
+            if not driver.serves(url, self.key, api):
+                self.log(f"this bmo has no {driver.PATHS[api]} route ({api}): its scenarios are left out")
+                continue
+            if api == "completions":  # the upstream's own and one raw hop, for the first byte bmo adds
+                direct = up.url + driver.PATHS[api]
+                self.targets.append(Target(DIRECT_COMPLETIONS, "direct /v1/completions", direct, None, api=api))
+                hop = px.url + driver.PATHS[api]
+                self.targets.append(Target(PROXY_COMPLETIONS, "raw proxy /v1/completions", hop, px, api=api))
+            self.targets.append(Target(key, title, url, b, self.key, 1, 1, api))  # the probe: one request
         if os.environ.get("BENCH_LITELLM") == "1":
             exe = targets.setup_litellm()
             lt = targets.start_litellm(self.procs, exe, up, self.key, self.gw_core)
@@ -144,9 +202,9 @@ class Bench:
         script = self.procs.workdir / f"{name}.lua"
         wrk = self.use_wrk and not s.stream and not python
         if wrk:
-            cmd = driver.wrk_command(t.url, t.api_key, "bench", s.concurrency, s.duration, script)
+            cmd = driver.wrk_command(t.url, t.api_key, "bench", s.concurrency, s.duration, script, t.api)
         else:
-            cmd = [PY, str(HERE / "driver.py"), "--url", t.url, "--model", "bench"]
+            cmd = [PY, str(HERE / "driver.py"), "--url", t.url, "--model", "bench", "--api", t.api]
             cmd += ["--concurrency", str(s.concurrency), "--requests", str(s.requests)]
             cmd += ["--duration", str(s.duration), "--timeout", str(s.timeout)]
             if t.api_key:
@@ -199,8 +257,15 @@ class Bench:
 
     def our_cpu(self) -> float:
         """CPU seconds of everything this benchmark runs: servers, orchestrator, finished loads."""
-        servers = [t.proc.pid for t in self.targets if t.proc] + ([self.upstream.pid] if self.upstream else [])
+        servers = {t.proc.pid for t in self.targets if t.proc} | ({self.upstream.pid} if self.upstream else set())
         return procstat.self_and_children_seconds() + sum(procstat.cpu_seconds(p) for p in servers)
+
+    def targets_for(self, s: Scenario) -> list[Target]:
+        """The targets a scenario loads, in turn: bmo's /v1/messages only in the MESSAGES ones,
+        each other SIDE target in its own; SIDE_ONLY scenarios load SIDE targets only."""
+        if s.id in SIDE_ONLY:
+            return [t for t in self.targets if s.id in SIDE.get(t.key, ())]
+        return [t for t in self.targets if t.key not in SIDE or s.id in SIDE[t.key]]
 
     def warm_up(self) -> dict[str, dict[str, Any]]:
         """A few requests through every target; then each gateway's idle RSS."""
@@ -211,10 +276,12 @@ class Bench:
         ]
         for s in warm:
             self.configure_upstream(s)
-            for t in self.targets:
-                self.load(s, t, f"{s.id}-{t.key}", python=True)  # a count, not wrk's fixed duration
+            for t in self.targets:  # /v1/messages too: the Python driver checks its answers
+                res, _ = self.load(s, t, f"{s.id}-{t.key}", python=True)  # a count, not wrk's fixed duration
+                if res["errors"]:
+                    self.log(f"warm-up {s.id} {t.key}: errors {res['errors']} ({res['ok']} ok of {res['sent']})")
         time.sleep(1.0)
-        return {t.key: {"rss_kib": procstat.rss_kib(t.proc.pid)} for t in self.targets if t.proc}
+        return {t.key: {"rss_kib": procstat.rss_kib(t.proc.pid)} for t in self.targets if t.proc and t.key not in SIDE}
 
     def scenario_for(self, s: Scenario, t: Target) -> Scenario:
         if t.key == "litellm" and s.stream and s.requests > max(s.concurrency, 30):
@@ -232,23 +299,59 @@ class Bench:
             # The scenarios behind a target take turns in rounds: a slow spell of the shared
             # machine then falls on every target's share alike instead of on one target's run.
             part = replace(s, requests=max(1, s.requests // s.rounds), duration=s.duration / s.rounds)
-            runs: dict[str, list[dict[str, Any]]] = {t.key: [] for t in self.targets}
+            turns = self.targets_for(s)
+            runs: dict[str, list[dict[str, Any]]] = {t.key: [] for t in turns}
             for n in range(s.rounds):
-                for t in self.targets:
+                for t in turns:
                     r = self.measure(self.scenario_for(part, t), t)
                     runs[t.key].append(r)
                     self.log(f"{s.id:8} {t.key:8} " + (f"round {n + 1}: " if s.rounds > 1 else "") + _brief(r))
             results[s.id] = {k: pool(v) for k, v in runs.items()}
         bmo = next(t for t in self.targets if t.key == "bmo")
+        msg = next((t for t in self.targets if t.key == MESSAGES_TARGET), None)
+        by_key = {t.key: t for t in self.targets}
         assert bmo.proc is not None
         home = self.procs.workdir / "bmo-home"
         ledger_line, ledger_ok = ledger.check(
             bmo.proc.url, self.key, targets.bmo_binary(), home, bmo.proc.env, bmo.sent_min, bmo.sent_max
         )
         self.log(ledger_line)
+        msg_ledger = None
+        if msg is not None:
+            msg_ledger = ledger.check(
+                bmo.proc.url, self.key, targets.bmo_binary(), home, bmo.proc.env, msg.sent_min, msg.sent_max, "messages"
+            )
+            self.log(msg_ledger[0] + " (/v1/messages)")
+        side_ledgers: dict[str, tuple[str, bool | None] | None] = {}
+        for route, keys in (
+            ("responses", (RESPONSES_TARGET, RESPONSES_STORE_TARGET)),
+            ("completions", (COMPLETIONS_TARGET,)),
+        ):
+            sent = [by_key[k] for k in keys if k in by_key]
+            if not sent:
+                side_ledgers[route] = None
+                continue
+            lo, hi = sum(t.sent_min for t in sent), sum(t.sent_max for t in sent)
+            checked = ledger.check(bmo.proc.url, self.key, targets.bmo_binary(), home, bmo.proc.env, lo, hi, route)
+            side_ledgers[route] = checked
+            self.log(checked[0] + f" (/v1/{route})")
         titles = {s.id: s.title for s in plan(self.a.quick)} | {"idle": "idle"}
         limits = {"idle_mib": 80 * report.MB_IN_MIB, "streams_mib": 200 * report.MB_IN_MIB}
-        table = report.render(results, [(t.key, t.title) for t in self.targets], titles, ledger_line, ledger_ok, limits)
+        columns = [(t.key, t.title) for t in self.targets if t.key not in SIDE]
+        table = report.render(
+            results, columns, titles, ledger_line, ledger_ok, limits, messages=(MESSAGES_TARGET, msg_ledger)
+        )
+        table += "\n" + report.render_responses(
+            results, RESPONSES_TARGET, RESPONSES_STORE_TARGET, titles, side_ledgers["responses"]
+        )
+        table += "\n" + report.render_completions(
+            results,
+            COMPLETIONS_TARGET,
+            (DIRECT_COMPLETIONS, PROXY_COMPLETIONS),
+            TTFB_SCENARIO,
+            titles,
+            side_ledgers["completions"],
+        )
         return self.header(time.monotonic() - t_start) + table + "\n" + _notes(results)
 
     def header(self, took: float) -> str:
@@ -259,6 +362,7 @@ class Bench:
         )
         load = "wrk (non-stream) + Python aiohttp driver (streams)" if self.use_wrk else "Python aiohttp driver"
         env = next((t.proc.env for t in self.targets if t.key == "bmo" and t.proc), None)
+        keys = {t.key for t in self.targets}
         bmo_v = subprocess.run([str(targets.bmo_binary()), "version"], capture_output=True, text=True, env=env)
         src = self.src_label
         return "\n".join(
@@ -276,6 +380,24 @@ class Bench:
                 "- floor: scripts/bench/floor.py, what bmo must do on this path (auth lookup, parse, "
                 "upstream body, render, a row in bmo's `runs` schema, two access lines) by hand in one "
                 "function; `bmo / floor` is what bmo's structure costs on top of its job",
+                "- bmo /v1/messages: "
+                + (
+                    "the same bmo process, agent and fake OpenAI upstream, loaded through the Anthropic "
+                    f"dialect (x-api-key, anthropic-version; the same body) in {', '.join(MESSAGES)}, its turn "
+                    "right after bmo's chat turn in every round; the raw proxy and the floor have no Anthropic route"
+                    if any(t.key == MESSAGES_TARGET for t in self.targets)
+                    else "not measured (this bmo has no such route)"
+                ),
+                "- bmo /v1/responses (`store` false; and, streams only, `store` left out: true) and "
+                "/v1/completions: "
+                + (
+                    "the same process, each route a turn of its own after the one before, every round: "
+                    + ", ".join(f"{k} in {', '.join(v)}" for k, v in SIDE.items() if k != MESSAGES_TARGET and k in keys)
+                    + "; direct_completions is the upstream's own /v1/completions and proxy_completions the raw "
+                    "proxy's, for the first byte bmo adds"
+                    if any(k in keys for k, _, _ in SIDE_ROUTES)
+                    else "not measured (this bmo has no such routes)"
+                ),
                 "",
                 "",
             ]
@@ -295,7 +417,7 @@ class Bench:
             if s.id not in ("ns64", "st64"):
                 continue
             self.configure_upstream(s)
-            for t in self.targets:
+            for t in self.targets_for(s):
                 if t.proc is None:
                     continue
                 raw = outdir / f"{s.id}-{t.key}.txt"
@@ -314,6 +436,7 @@ class Bench:
         return text
 
 
+BUSY = ("load_busy_pct", "others_pct")
 ADDITIVE = ("sent", "completed", "ok", "tokens", "cpu_s", "elapsed_s", "in_flight_at_stop")
 
 
@@ -337,7 +460,7 @@ def pool(parts: list[dict[str, Any]]) -> dict[str, Any]:
         out["tok_s"] = out["tokens"] / elapsed if elapsed else 0.0
     if out.get("cpu_s") is not None:
         out["cpu_pct"] = 100 * out["cpu_s"] / elapsed if elapsed else None
-    for k in ("lat_p50_ms", "lat_p99_ms", "ttft_p50_ms", "ttft_p99_ms", "load_busy_pct", "others_pct"):
+    for k in ("lat_p50_ms", "lat_p99_ms", "ttft_p50_ms", "ttft_p99_ms", "ttfb_p50_ms", "ttfb_p99_ms", *BUSY):
         vals = [p[k] for p in parts if isinstance(p.get(k), (int, float))]
         out[k] = statistics.median(vals) if vals else None
     for k in ("rss_peak_kib", "hwm_kib", "max_open"):
@@ -348,6 +471,8 @@ def pool(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _brief(r: dict[str, Any]) -> str:
     bits = [f"ok {r['ok']}/{r['sent']}", f"{r['rps']:.0f} req/s", f"p50 {r['lat_p50_ms']:.2f} ms"]
+    if r.get("ttfb_p50_ms") is not None:
+        bits.append(f"ttfb p50 {r['ttfb_p50_ms']:.2f} ms")
     if r.get("ttft_p50_ms") is not None:
         bits.append(f"ttft p50 {r['ttft_p50_ms']:.2f} ms")
     if r.get("tok_s"):

@@ -6,17 +6,17 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
 
-from bmo.cli.common import HomeOption, JsonOption, config_or_exit, console, fail, print_json
+from bmo.cli.common import HomeOption, JsonOption, WideOption, config_or_exit, console, fail, print_json
+from bmo.cli.tables import Col, render
 from bmo.errors import ConfigError
 
 app = typer.Typer(help="The agents bmo serves as models.", no_args_is_help=True)
 
 
 @app.command("list")
-def list_agents(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
+def list_agents(home: Path = HomeOption, as_json: bool = JsonOption, wide: bool = WideOption) -> None:
     """Every agent, with its upstream route, tools and the model aliases that reach it."""
     from bmo.agents import load_agents
 
@@ -41,20 +41,15 @@ def list_agents(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
         # `model_aliases` keeps the file's order: the first glob that matches wins
         print_json({"object": "list", "data": rows, "model_aliases": dict(cfg.model_aliases)})
         return
-    t = Table(title="agents")
-    for c in ("id", "model", "tools", "aliases", "description", "source"):
-        t.add_column(c, overflow="fold")
-    for r in rows:
-        t.add_row(
-            r["id"] + (" (default)" if r["default"] else ""),
-            r["model"],
-            ", ".join(r["tools"]),
-            escape(", ".join(r["aliases"])),  # a glob may hold [...], which is not markup
-            r["description"],
-            r["source"],
-        )
+    cols = [Col("id", keep=True), Col("model", 0), Col("aliases", 1, min=10), Col("tools", 2, min=10),
+            Col("description", 3, min=12), Col("source", 4, min=10)]  # fmt: skip
+    table = [
+        [r["id"] + (" (default)" if r["default"] else ""), r["model"], ", ".join(r["aliases"]) or "-",
+         ", ".join(r["tools"]) or "-", r["description"] or "-", r["source"]]
+        for r in rows
+    ]  # fmt: skip
     out = console()
-    out.print(t)
+    render(out, cols, table, wide=wide, title=f"agents ({len(rows)}), served as models")
     if len(cfg.model_aliases) > 1:
         order = ", ".join(f"{g} -> {a}" for g, a in cfg.model_aliases.items())
-        out.print(f"model_aliases, tried in this order: {order}", highlight=False, markup=False, soft_wrap=True)
+        out.print(Text(f"model_aliases, tried in this order: {order}"), soft_wrap=True)

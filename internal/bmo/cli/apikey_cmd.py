@@ -15,16 +15,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from rich.table import Table
 
-from bmo.cli.common import HomeOption, JsonOption, console, fail, print_json
+from bmo.cli.common import HomeOption, JsonOption, WideOption, console, fail, print_json
+from bmo.cli.tables import Col, local_time, render, short_time, state_style, time_header
 from bmo.config import default_home
 from bmo.errors import BmoError, InvalidRequest
 
 app = typer.Typer(help="Stored API keys: create, list, revoke.", no_args_is_help=True)
 
 T = TypeVar("T")
-STATE_STYLE = {"active": "green", "revoked": "red", "expired": "yellow"}
 
 
 def _db_path(home: Path | None) -> Path:
@@ -44,12 +43,6 @@ def _with_store(home: Path | None, work: Callable[[Any], Awaitable[T]]) -> T:
         return asyncio.run(go())
     except BmoError as e:
         fail(e.message, 2 if isinstance(e, InvalidRequest) else 1)
-
-
-def _when(ts: float | None, empty: str = "never") -> str:
-    if ts is None:
-        return empty
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _iso(ts: float | None) -> str | None:
@@ -80,10 +73,12 @@ def create(
     if as_json:
         print_json(
             {
+                "object": "api_key",
                 "name": rec.name,
                 "prefix": rec.prefix,
                 "scopes": rec.scope_list(),
-                "expires_at": rec.expires_at,
+                "created_at": _iso(rec.created_at),
+                "expires_at": _iso(rec.expires_at),
                 "secret": new.secret,
             }
         )
@@ -91,7 +86,7 @@ def create(
     out = console()
     out.print(
         f"Created API key [bold]{rec.name}[/] (prefix {rec.prefix}, scopes {', '.join(rec.scope_list())}, "
-        f"expires {_when(rec.expires_at)}{' UTC' if rec.expires_at else ''}):",
+        f"expires {local_time(rec.expires_at, empty='never')}{_zone(rec.expires_at)}):",
         highlight=False,
         soft_wrap=True,
     )
@@ -104,47 +99,54 @@ def create(
 
 
 @app.command("list")
-def list_keys(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
+def list_keys(home: Path = HomeOption, as_json: bool = JsonOption, wide: bool = WideOption) -> None:
     """Every key: name, prefix, scopes, created, last used, expires, state. Never a secret."""
     path = _db_path(home)
     # Listing must not create a database where none is; no file means no keys.
     records = _with_store(home, lambda ks: ks.list()) if path.exists() else []
+    data = [
+        {
+            "object": "api_key",
+            "name": r.name,
+            "prefix": r.prefix,
+            "scopes": r.scope_list(),
+            "created_at": _iso(r.created_at),
+            "last_used_at": _iso(r.last_used_at),
+            "expires_at": _iso(r.expires_at),
+            "revoked_at": _iso(r.revoked_at),
+            "state": r.state(),
+        }
+        for r in records
+    ]
     if as_json:
-        print_json(
-            [
-                {
-                    "name": r.name,
-                    "prefix": r.prefix,
-                    "scopes": r.scope_list(),
-                    "created_at": _iso(r.created_at),
-                    "last_used_at": _iso(r.last_used_at),
-                    "expires_at": _iso(r.expires_at),
-                    "revoked_at": _iso(r.revoked_at),
-                    "state": r.state(),
-                }
-                for r in records
-            ]
-        )
+        print_json({"object": "list", "data": data})
         return
     out = console()
     if not records:
         out.print("No API keys yet. `bmo api-key create --name NAME` makes one.", highlight=False)
         return
-    t = Table(title="API keys (times in UTC)")
-    for c in ("name", "prefix", "scopes", "created", "last used", "expires", "state"):
-        t.add_column(c, no_wrap=c != "name")
-    for r in records:
-        state = r.state()
-        t.add_row(
-            r.name,
-            r.prefix,
-            ",".join(r.scope_list()),
-            _when(r.created_at),
-            _when(r.last_used_at),
-            _when(r.expires_at),
-            f"[{STATE_STYLE[state]}]{state}[/]",
-        )
-    out.print(t)
+    stamps = [r.created_at for r in records]
+    cols = [
+        Col("name", keep=True),
+        Col("prefix", keep=True),
+        Col("state", 0, style=state_style),
+        Col("scopes", 1),
+        Col(time_header("created", stamps), 2, shorten=short_time),
+        Col("last used", 3, shorten=short_time),
+        Col("expires", 3, shorten=short_time),
+    ]
+    rows = [
+        [r.name, r.prefix, r.state(), ",".join(r.scope_list()), local_time(r.created_at, stamps),
+         local_time(r.last_used_at, empty="never"), local_time(r.expires_at, empty="never")]
+        for r in records
+    ]  # fmt: skip
+    render(out, cols, rows, wide=wide, title=f"API keys ({len(records)}); `bmo api-key revoke NAME|PREFIX`")
+
+
+def _zone(ts: float | None) -> str:
+    from bmo.cli.tables import offset
+
+    return "" if ts is None else f" {offset(ts)}"
 
 
 @app.command("revoke")

@@ -9,31 +9,46 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from bmo.config import Config, load_config
 from bmo.errors import BmoError, ConfigError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from bmo.runtime import Runtime
 
 HomeOption = typer.Option(None, "--home", help="bmo's folder (default: $BMO_HOME or ~/.bmo)", show_default=False)
 JsonOption = typer.Option(False, "--json", help="Print JSON instead of tables.")
+WideOption = typer.Option(
+    False, "--wide", help="Every column, nothing shortened (lines may be longer than the terminal)."
+)
+KeyOption = typer.Option(
+    None, "--key", envvar="BMO_API_KEY", help="An API key with the ledger scope (default: $BMO_API_KEY).",
+    show_default=False,
+)  # fmt: skip
 
 
 def console() -> Console:
+    """stdout: the terminal's width in a terminal, else $COLUMNS, else 80 (Rich's default when
+    piped); every table is fitted to it (bmo.cli.tables)."""
+    from rich.console import Console  # here: `bmo serve` never needs Rich (~25 ms of its start)
+
     width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else None
     return Console(width=width, soft_wrap=False)
 
 
 def err_console() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
     # soft_wrap: one line however narrow the terminal, so a path or a key in it can be copied whole
     # escaped: a message quotes user text (a glob like `claude-[34]*`), never Rich markup
+    from rich.markup import escape
+
     err_console().print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 

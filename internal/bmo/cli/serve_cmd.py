@@ -1,5 +1,10 @@
 """`bmo serve` and `bmo version`.
 
+`bmo serve` writes BMO_HOME/serve.json (pid, url, version, started) the moment it answers and
+removes it when it exits, so `bmo status`, `bmo stop` and `bmo posture` find it (bmo.cli.remote).
+Its banner's "ready in N ms" counts from the start of the process to that moment: what a user
+waits, not what the code after the imports took.
+
 Start-up never ends in a traceback: whatever stops it before the server is ready (a bad config
 or agent file, a provider kind this build lacks, a store that cannot be opened, a port in use)
 ends `bmo serve` with one line on stderr naming the file, the key and the reason, and exit code
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -19,10 +25,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 import typer
-from rich.console import Console
 
 from bmo import __version__
-from bmo.cli.common import HomeOption, build_runtime, config_or_exit, console, fail
+from bmo.cli.common import HomeOption, build_runtime, config_or_exit, fail, print_json
+from bmo.cli.remote import remove_serve_file, write_serve_file
 from bmo.config import Config
 from bmo.errors import BmoError, ConfigError
 
@@ -47,7 +53,7 @@ class _JsonFormatter(logging.Formatter):
         return orjson.dumps(d, default=str).decode()
 
 
-def setup_logging(fmt: str) -> None:
+def setup_logging(fmt: str, level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
@@ -55,7 +61,20 @@ def setup_logging(fmt: str) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
+    root.setLevel(level.upper())
+    # aiohttp's own access logger stays off (bmo writes its own access lines: bmo.recorder)
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux: /proc), None where that is not known."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError):
+        return None
+    # field 22 (starttime, in clock ticks since boot); the command name (field 2) may hold spaces
+    start_ticks = int(stat.rsplit(")", 1)[1].split()[19])
+    return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
 
 
 def serve(
@@ -67,18 +86,24 @@ def serve(
         None, "--concurrency", help="Requests running at once (default 64).", show_default=False
     ),
     log_format: str = typer.Option(None, "--log-format", help="text or json", show_default=False),
+    log_level: str = typer.Option(
+        None, "--log-level", help="debug, info, warning or error (default info; above info: no access lines).",
+        show_default=False,
+    ),
     home: Path = HomeOption,
-) -> None:
+) -> None:  # fmt: skip
     """Start the server."""
-    t0 = time.monotonic()
+    age = process_age_s()
+    t0 = time.monotonic() - (age if age is not None else 0.0)
     flags = {
         "server.host": host,
         "server.port": port,
         "openai_compat.concurrency": concurrency,
         "server.log_format": log_format,
+        "server.log_level": log_level,
     }
     cfg = config_or_exit(home, flags)
-    setup_logging(cfg.server.log_format)
+    setup_logging(cfg.server.log_format, cfg.server.log_level)
     try:
         # Everything `bmo config validate` checks, before the store is touched: a bad agent
         # file or alias mints no key.
@@ -97,27 +122,29 @@ def serve(
             app = make_app(runtime, env_api_key=env_key)
         except Exception as e:
             _start_failed(e, cfg)
-        out = console()
+        out = Banner()
 
         def ready(h: str, p: int) -> None:
             nonlocal shown
             shown = True
+            ready_ms = (time.monotonic() - t0) * 1000  # bound, and the loop is about to accept
             url = f"http://{'[' + h + ']' if ':' in h else h}:{p}"
-            out.print(
-                f"[bold green]bmo {__version__}[/] serving on [bold]{url}/v1[/] "
-                f"(ready in {(time.monotonic() - t0) * 1000:.0f} ms)",
-                highlight=False,
+            gc.enable()  # off since bmo.cli.main: start-up is over
+            _announce(cfg, h, p, t0)
+            out.line(
+                f"{out.bold(f'bmo {__version__}', 'green')} serving on {out.bold(url + '/v1')} "
+                f"(ready in {ready_ms:.0f} ms)"
             )
-            out.print(f"  home     {cfg.home}", highlight=False)
+            out.line(f"  home     {cfg.home}")
             written = " (written now, with every default)" if cfg.config_written else ""
-            out.print(f"  config   {cfg.config_file}{written}", highlight=False)
-            out.print(
+            out.line(f"  config   {cfg.config_file}{written}")
+            out.line(
                 f"  agents   {', '.join(runtime.agents.model_ids())}  (default: {cfg.default_agent} on "
-                f"{runtime.agents.default.model})",
-                highlight=False,
+                f"{runtime.agents.default.model})"
             )
             _print_auth(out, cfg.auth.mode, env_key, first, url)
-            out.print("  Ctrl-C stops it.", highlight=False)
+            out.line("  Ctrl-C stops it (or `bmo stop`; `bmo status` checks on it).")
+            out.flush()
 
         try:
             from bmo.server.serve import run
@@ -137,8 +164,30 @@ def serve(
                 fail(e.message, 1)
             raise
     finally:
+        remove_serve_file(cfg.home, os.getpid())
         if first is not None and not shown:
             _forget(cfg.db_path, first)  # never shown to anyone: the next start mints a fresh one
+
+
+def _announce(cfg: Config, host: str, port: int, t0: float) -> None:
+    """serve.json: how the CLI on this home finds this server (a wildcard bind is reached on
+    loopback). A home that cannot take the file still serves; the CLI then needs --url."""
+    connect = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    url = f"http://{'[' + connect + ']' if ':' in connect else connect}:{port}"
+    started = time.time() - (time.monotonic() - t0)
+    try:
+        write_serve_file(cfg.home, pid=os.getpid(), url=url, version=__version__, started=started,
+                         bind=f"{host}:{port}")  # fmt: skip
+    except OSError as e:
+        logging.getLogger("bmo.serve").warning("cannot write %s: %s", cfg.home / "serve.json", e)
+
+
+def serve_alone(args: list[str]) -> None:
+    """`bmo serve ARGS` with only this command built (bmo.cli.main): the same options, help and
+    errors as through the whole CLI, without importing every other command group first."""
+    one = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+    one.command(name="serve")(serve)
+    one(args=args, prog_name="bmo serve")
 
 
 def _start_failed(e: BaseException, cfg: Config) -> NoReturn:
@@ -160,42 +209,56 @@ def start_error(e: BaseException, cfg: Config) -> str:
     return f"cannot start: {type(e).__name__}: {e} (BMO_DEBUG=1 shows where)"
 
 
-def _print_auth(out: Console, mode: str, env_key: str | None, first: NewKey | None, url: str) -> None:
+class Banner:
+    """The start-up banner on stdout: plain lines, the key words bold in a terminal. Not Rich:
+    importing it is ~25 ms of every start, and a server's start is what a user waits for."""
+
+    def __init__(self) -> None:
+        self.out = sys.stdout
+        isatty = getattr(self.out, "isatty", None)
+        self.color = bool(isatty and isatty()) and not os.environ.get("NO_COLOR")
+
+    def bold(self, text: str, color: str | None = None) -> str:
+        if not self.color:
+            return text
+        return f"\x1b[1{';32' if color == 'green' else ''}m{text}\x1b[0m"
+
+    def line(self, text: str = "") -> None:
+        self.out.write(text + "\n")
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def _print_auth(out: Banner, mode: str, env_key: str | None, first: NewKey | None, url: str) -> None:
     imports = "from openai import OpenAI"
     if mode == "none":
-        out.print("  auth     none (auth.mode: none, loopback only)", highlight=False)
+        out.line("  auth     none (auth.mode: none, loopback only)")
         key_expr = '"anything"'
     elif first is not None:
         scopes = ", ".join(first.record.scope_list())
-        out.print(
-            f"  auth     API key required. [bold]A first key was made for you[/]: name {first.record.name}, "
+        out.line(
+            f"  auth     API key required. {out.bold('A first key was made for you')}: name {first.record.name}, "
             f"scopes {scopes}.\n"
             "           It is in the snippet below and is shown only this once (bmo keeps only its hash);\n"
-            "           `bmo api-key create --name NAME` makes more, `bmo api-key list` shows them.",
-            highlight=False,
-            soft_wrap=True,
+            "           `bmo api-key create --name NAME` makes more, `bmo api-key list` shows them."
         )
         key_expr = f'"{first.secret}"'
     elif env_key:
-        out.print("  auth     API key required: BMO_API_KEY, or a stored key (bmo api-key list)", highlight=False)
+        out.line("  auth     API key required: BMO_API_KEY, or a stored key (bmo api-key list)")
         imports = "import os\n    from openai import OpenAI"
         key_expr = 'os.environ["BMO_API_KEY"]'
     else:
-        out.print(
+        out.line(
             "  auth     API key required: a stored key (`bmo api-key list` shows them, "
-            "`bmo api-key create --name NAME` makes one)",
-            highlight=False,
-            soft_wrap=True,
+            "`bmo api-key create --name NAME` makes one)"
         )
         key_expr = '"sk-bmo-…"'
-    out.print("\n  Point any OpenAI client at it:", highlight=False)
-    out.print(
+    out.line("\n  Point any OpenAI client at it:")
+    out.line(
         f'    {imports}\n    client = OpenAI(base_url="{url}/v1", api_key={key_expr})\n'
         f'    client.chat.completions.create(model="default", messages=[{{"role": "user", '
-        f'"content": "hi"}}])',
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
+        f'"content": "hi"}}])'
     )
 
 
@@ -234,6 +297,12 @@ def _forget(db_path: Path, key: NewKey) -> None:
         asyncio.run(go())
 
 
-def version() -> None:
+def version(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Print the version."""
-    typer.echo(f"bmo {__version__} (python {sys.version.split()[0]})")
+    from bmo.cli import version_info
+
+    info = version_info()
+    if as_json:
+        print_json(info)
+        return
+    typer.echo(f"bmo {info['version']} (python {info['python']})")

@@ -45,6 +45,7 @@ class Reply:
     model: str
     include_usage: bool = False  # OpenAI `stream_options.include_usage`
     prompt_tokens: int = 0  # an estimate known before the upstream answers (Anthropic message_start)
+    wire: Any = None  # the request's `ChatRequest.wire`: what the dialect's parser kept for rendering
 
 
 class StreamRenderer(Protocol):
@@ -53,9 +54,13 @@ class StreamRenderer(Protocol):
     `Usage`), then `end()`; or `error(err)` in place of whatever is left after a failure."""
 
     eager: bool  # True: `start()` goes out as soon as the run is admitted, before any event
-    keepalive: bytes  # sent while the run is quiet
+    final: dict[str, Any] | None  # after `end()`: the whole answer as a stored object (Responses)
 
     def start(self) -> bytes: ...
+
+    def keepalive(self) -> bytes:
+        """What goes out while the run is quiet (a comment, a ping, a lifecycle event)."""
+        ...
 
     def events(self, batch: list[Event]) -> bytes: ...
 

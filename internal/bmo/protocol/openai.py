@@ -333,7 +333,11 @@ class ChunkStream:
     __slots__ = ("_head", "_tail", "_usage_tail", "include_usage", "_text_head", "_text_tail", "_usage")
 
     eager = False
-    keepalive = KEEPALIVE
+    @staticmethod
+    def keepalive() -> bytes:
+        return KEEPALIVE  # a comment line: every SSE parser skips it
+
+    final: dict[str, Any] | None = None  # nothing of a chat completion is stored
 
     def __init__(self, rid: str, created: int, model: str, include_usage: bool) -> None:
         head = orjson.dumps({"id": rid, "object": "chat.completion.chunk", "created": created, "model": model})

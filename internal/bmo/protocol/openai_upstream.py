@@ -240,3 +240,82 @@ class ChunkParser:
             name=name,
             arguments=args if isinstance(args, str) else "",
         )
+
+
+# ---- raw text completions (/completions): editor autocomplete, no chat template -------------
+
+
+def to_text_body(
+    *, model: str, prompt: str, suffix: str | None, params: dict[str, Any], stream: bool, stream_usage: bool = True
+) -> dict[str, Any]:
+    """The prompt (and suffix) exactly as the client sent them, the sampling settings a
+    /completions server takes."""
+    body: dict[str, Any] = {"model": model, "prompt": prompt}
+    if suffix is not None:
+        body["suffix"] = suffix
+    for k, v in params.items():
+        if k in TEXT_PARAMS:
+            body[k] = v
+    if stream:
+        body["stream"] = True
+        if stream_usage:
+            body["stream_options"] = {"include_usage": True}
+    return body
+
+
+TEXT_PARAMS = frozenset(
+    {"temperature", "top_p", "max_tokens", "stop", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "n"}
+)
+
+
+def from_text_body(body: Any) -> Completion:
+    """A non-streamed `text_completion`. Raises ValueError when it is not one."""
+    if not isinstance(body, dict):
+        raise ValueError("upstream answer is not a JSON object")
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise ValueError("upstream answer has no choices")
+    text = choices[0].get("text")
+    return Completion(
+        content=text if isinstance(text, str) else "",
+        tool_calls=[],
+        finish_reason=normalise_finish(choices[0].get("finish_reason")),
+        usage=usage_from(body.get("usage")) or Usage(),
+    )
+
+
+class TextChunkParser(ChunkParser):
+    """`text_completion` chunks (`choices[0].text`) into the same events as chat chunks."""
+
+    __slots__ = ()
+
+    def plain_text(self, chunk: dict[str, Any]) -> str | None:
+        choices = chunk.get("choices")
+        if choices and chunk.get("usage") is None:
+            ch = choices[0]
+            if ch.get("finish_reason") is None:
+                text = ch.get("text")
+                if type(text) is str:
+                    self.chars += len(text)
+                    return text
+        return None
+
+    def feed(self, chunk: dict[str, Any]) -> list[Event]:
+        text = self.plain_text(chunk)
+        if text is not None:
+            return [TextDelta(text)] if text else []
+        out: list[Event] = []
+        choices = chunk.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            ch = choices[0]
+            last = ch.get("text")
+            if isinstance(last, str) and last:
+                self.chars += len(last)
+                out.append(TextDelta(last))
+            if ch.get("finish_reason"):
+                out.append(Finish(normalise_finish(ch["finish_reason"])))
+        u = usage_from(chunk.get("usage"))
+        if u is not None:
+            self.saw_usage = True
+            out.append(u)
+        return out

@@ -14,7 +14,9 @@ from bmo.errors import ConfigError
 from bmo.providers.anthropic import AnthropicProvider
 from bmo.providers.base import ModelCall, Provider, UpstreamStream
 from bmo.providers.echo import EchoProvider
+from bmo.providers.http import configured_secrets
 from bmo.providers.openai_compat import OpenAIProvider
+from bmo.redact import Redactor
 
 __all__ = ["KINDS", "ClientSession", "ModelCall", "Provider", "UpstreamStream", "build_providers", "open_session"]
 
@@ -47,13 +49,14 @@ def open_session(concurrency: int = 64) -> aiohttp.ClientSession:
 
 def build_providers(cfg: Config, session: aiohttp.ClientSession) -> dict[str, Provider]:
     out: dict[str, Provider] = {}
+    redact = Redactor(configured_secrets(cfg))  # no provider relays any configured key (SPEC §5)
     for name, pc in cfg.providers.items():
         if pc.kind == "echo":
             out[name] = EchoProvider(name)
         elif pc.kind == "openai":
-            out[name] = OpenAIProvider(name, pc, session)
+            out[name] = OpenAIProvider(name, pc, session, redact)
         elif pc.kind == "anthropic":
-            out[name] = AnthropicProvider(name, pc, session)
+            out[name] = AnthropicProvider(name, pc, session, redact)
         else:
             raise ConfigError(
                 str(cfg.config_file),

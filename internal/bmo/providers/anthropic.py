@@ -19,20 +19,26 @@ import orjson
 
 from bmo.chat import Completion, Event
 from bmo.config import ProviderConfig
-from bmo.errors import RateLimited, UpstreamError
+from bmo.errors import InvalidRequest, RateLimited, UpstreamError
 from bmo.protocol.anthropic_upstream import EventParser, from_message_body, to_upstream_body
 from bmo.protocol.sse import SSEDecoder
 from bmo.providers.base import ModelCall, one_read
 from bmo.providers.http import (
     MAX_ERROR_BODY,
+    SHAPES,
     Silence,
     decode_failed,
+    provider_secrets,
+    read_bounded,
     retry_after_s,
     status_error,
     stream_failed,
+    too_large,
     transport_error,
+    unreadable,
     upstream_message,
 )
+from bmo.redact import Redactor
 
 ANTHROPIC_VERSION = "2023-06-01"  # the one version every SDK sends; the API pins its shapes to it
 # What count_tokens accepts of a messages body (it rejects sampling settings and max_tokens).
@@ -47,21 +53,21 @@ def api_root(base_url: str) -> str:
 
 
 def anthropic_status_error(
-    provider: str, status: int, raw: bytes, retry_after: str | None
+    provider: str, status: int, raw: bytes, retry_after: str | None, redact: Redactor = SHAPES
 ) -> UpstreamError | RateLimited:
     """An HTTP error answer. Overload (529, or an `overloaded_error` body on another status) is
     bmo's 503 with `retry-after`, worth retrying; the rest as any upstream's."""
     kind = _error_type(raw)
     if status != 429 and (status == 529 or kind == "overloaded_error"):
         return UpstreamError(
-            f"upstream {provider} answered HTTP {status}: {upstream_message(status, raw)}",
+            f"upstream {provider} answered HTTP {status}: {upstream_message(status, raw, redact)}",
             upstream_status=status,
             upstream_type="overloaded_error",
             status=503,
             should_retry=True,
             headers={"retry-after": retry_after_s(retry_after)},
         )
-    err = status_error(provider, status, raw, retry_after)
+    err = status_error(provider, status, raw, retry_after, redact)
     if isinstance(err, UpstreamError):
         err.upstream_type = kind
     return err
@@ -78,9 +84,13 @@ def _error_type(raw: bytes) -> str | None:
 
 
 class AnthropicProvider:
-    def __init__(self, name: str, cfg: ProviderConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, name: str, cfg: ProviderConfig, session: aiohttp.ClientSession, redact: Redactor | None = None
+    ) -> None:
         self.name = name
         self._session = session
+        self._redact = redact or Redactor(provider_secrets(cfg))  # every upstream message passes it
+        self._max_bytes = int(cfg.max_response_mb * 1048576)
         root = api_root(cfg.base_url or "https://api.anthropic.com")
         self._url = root + "/v1/messages"
         self._count_url = root + "/v1/messages/count_tokens"
@@ -112,6 +122,13 @@ class AnthropicProvider:
         return h
 
     def _body(self, call: ModelCall, stream: bool) -> dict[str, Any]:
+        if call.prompt is not None:  # before anything is sent: a real 400 for the client
+            raise InvalidRequest(
+                f"The agent's upstream {self.name} (Anthropic Messages) has no text completions; "
+                "use an agent on an OpenAI-compatible upstream for /v1/completions.",
+                code="unsupported_for_upstream",
+                param="model",
+            )
         return to_upstream_body(
             model=call.model,
             messages=call.messages,
@@ -124,13 +141,17 @@ class AnthropicProvider:
     async def _post(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> bytes:
         try:
             async with self._session.post(url, data=orjson.dumps(body), headers=headers, timeout=self._timeout) as resp:
-                raw = await resp.read()
+                length = resp.headers.get("Content-Length")  # declared within the limit: one read (no extra call)
+                if length is not None and int(length) <= self._max_bytes and "Content-Encoding" not in resp.headers:
+                    raw = await resp.read()
+                else:
+                    raw = await read_bounded(resp, self._max_bytes, self.name)
                 if resp.status >= 400:
                     raise anthropic_status_error(
-                        self.name, resp.status, raw[:MAX_ERROR_BODY], resp.headers.get("retry-after")
+                        self.name, resp.status, raw[:MAX_ERROR_BODY], resp.headers.get("retry-after"), self._redact
                     )
         except (TimeoutError, aiohttp.ClientError) as e:
-            raise transport_error(self.name, self._timeout_s, e) from e
+            raise transport_error(self.name, self._timeout_s, e, self._redact) from e
         return raw
 
     async def complete(self, call: ModelCall) -> Completion:
@@ -138,7 +159,7 @@ class AnthropicProvider:
         try:
             return from_message_body(orjson.loads(raw))
         except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError) as e:
-            raise UpstreamError(f"upstream {self.name} sent an answer bmo cannot read: {e}") from e
+            raise unreadable(self.name, e, self._redact) from e
 
     async def count_tokens(self, call: ModelCall) -> int:
         """The upstream's own count of the call's input tokens (`/v1/messages/count_tokens`)."""
@@ -150,7 +171,7 @@ class AnthropicProvider:
         except (orjson.JSONDecodeError, AttributeError) as e:
             raise UpstreamError(f"upstream {self.name} sent a token count bmo cannot read: {e}") from e
         if not isinstance(n, int) or isinstance(n, bool):
-            raise UpstreamError(f"upstream {self.name} sent a token count bmo cannot read: {n!r}")
+            raise UpstreamError(self._redact(f"upstream {self.name} sent a token count bmo cannot read: {n!r:.200}"))
         return n
 
     async def open_stream(self, call: ModelCall) -> AnthropicStream:
@@ -163,21 +184,23 @@ class AnthropicProvider:
                     timeout=self._stream_timeout,
                 )
         except (TimeoutError, aiohttp.ClientError) as e:
-            raise transport_error(self.name, self._timeout_s, e) from e
+            raise transport_error(self.name, self._timeout_s, e, self._redact) from e
         try:
             if resp.status >= 400:
                 raw = await resp.content.read(MAX_ERROR_BODY)
-                raise anthropic_status_error(self.name, resp.status, raw, resp.headers.get("retry-after"))
+                raise anthropic_status_error(
+                    self.name, resp.status, raw, resp.headers.get("retry-after"), self._redact
+                )
             whole = None
             if "text/event-stream" not in resp.headers.get("Content-Type", ""):
                 # a compatible server that ignores `stream` and answers whole: accept that
-                whole = from_message_body(orjson.loads(await resp.read())).events()
+                whole = from_message_body(orjson.loads(await read_bounded(resp, self._max_bytes, self.name))).events()
         except (TimeoutError, aiohttp.ClientError) as e:
             resp.close()
-            raise transport_error(self.name, self._timeout_s, e) from e
+            raise transport_error(self.name, self._timeout_s, e, self._redact) from e
         except (orjson.JSONDecodeError, ValueError) as e:
             resp.close()
-            raise UpstreamError(f"upstream {self.name} sent an answer bmo cannot read: {e}") from e
+            raise unreadable(self.name, e, self._redact) from e
         except BaseException:
             resp.close()
             raise
@@ -217,6 +240,8 @@ class AnthropicStream:
             self.done = self.ok = True
             return self.whole
         self.silence.last = self.loop.time()
+        if self.resp.content.total_bytes > self.provider._max_bytes:  # no call: aiohttp counts
+            raise too_large(self.provider.name, self.provider._max_bytes)
         return self._events(self.decoder.feed(chunk))
 
     def _events(self, frames: list[tuple[str | None, bytes]]) -> list[Event]:
@@ -232,7 +257,7 @@ class AnthropicStream:
                     self.done = self.ok = True
                     break
         except (UpstreamError, ValueError) as e:  # ValueError: orjson's JSONDecodeError too
-            return decode_failed(self.provider.name, self, out, e)
+            return decode_failed(self.provider.name, self, out, e, self.provider._redact)
         return out
 
     def end(self) -> list[Event]:
@@ -248,7 +273,7 @@ class AnthropicStream:
         return out
 
     def failed(self, e: Exception) -> Exception:
-        return stream_failed(self.provider.name, self.provider._timeout_s, self.silence, e)
+        return stream_failed(self.provider.name, self.provider._timeout_s, self.silence, e, self.provider._redact)
 
     async def close(self) -> None:
         self.silence.stop()

@@ -25,6 +25,8 @@ class ModelCall:
     tools: list[ToolSpec] = field(default_factory=list)
     tool_choice: ToolChoice | None = None
     beta: str | None = None  # the client's `anthropic-beta`, for an anthropic upstream
+    prompt: str | None = None  # set: a raw text completion (the upstream's /completions), not a chat
+    suffix: str | None = None
 
 
 class UpstreamStream(Protocol):

@@ -5,7 +5,8 @@ words and punctuation marks, so usage is real and repeatable. Two conventions ma
 demonstrable with no upstream at all:
   - a user message `/tool NAME {json}` makes it call tool NAME with those arguments;
   - after a tool result it answers with that result's text.
-It honours `max_tokens`/`max_completion_tokens` (finish_reason `length`).
+It honours `max_tokens`/`max_completion_tokens` (finish_reason `length`). A raw text completion
+(`/v1/completions`) is answered with the prompt's last line.
 """
 
 from __future__ import annotations
@@ -46,11 +47,22 @@ def _prompt_tokens(messages: list[Message]) -> int:
     return n
 
 
+def _limited(text: str, call: ModelCall) -> tuple[str, list[ToolCall], str]:
+    """`text`, cut to `max_tokens` words (finish `length`)."""
+    limit = call.params.get("max_completion_tokens") or call.params.get("max_tokens")
+    words = _WORD.findall(text)
+    if isinstance(limit, int) and len(words) > limit:
+        return "".join(words[:limit]), [], LENGTH
+    return text, [], END
+
+
 class EchoProvider:
     def __init__(self, name: str) -> None:
         self.name = name
 
     def _answer(self, call: ModelCall) -> tuple[str, list[ToolCall], str]:
+        if call.prompt is not None:  # a raw text completion: the prompt's last line, once more
+            return _limited(call.prompt.rsplit("\n", 1)[-1], call)
         last = call.messages[-1] if call.messages else Message(role="user", content="")
         if last.role == "tool":
             return last.text(), [], END
@@ -59,11 +71,7 @@ class EchoProvider:
         if m:
             args = m.group(2).strip() or "{}"
             return "", [ToolCall(id=f"call_echo_{len(call.messages)}", name=m.group(1), arguments=args)], TOOL_CALLS
-        limit = call.params.get("max_completion_tokens") or call.params.get("max_tokens")
-        words = _WORD.findall(text)
-        if isinstance(limit, int) and len(words) > limit:
-            return "".join(words[:limit]), [], LENGTH
-        return text, [], END
+        return _limited(text, call)
 
     async def complete(self, call: ModelCall) -> Completion:
         text, calls, reason = self._answer(call)
@@ -72,7 +80,9 @@ class EchoProvider:
             content=text if not calls else None,
             tool_calls=calls,
             finish_reason=reason,
-            usage=Usage(_prompt_tokens(call.messages), completion_tokens),
+            usage=Usage(
+                _prompt_tokens(call.messages) if call.prompt is None else count_tokens(call.prompt), completion_tokens
+            ),
         )
 
     async def open_stream(self, call: ModelCall) -> _EchoStream:

@@ -20,19 +20,43 @@ import orjson
 from bmo.chat import Completion, Event, Finish, TextDelta, Usage, estimate_tokens
 from bmo.config import ProviderConfig
 from bmo.errors import UpstreamError
-from bmo.protocol.openai_upstream import ChunkParser, from_completion_body, to_upstream_body
+from bmo.protocol.openai_upstream import (
+    ChunkParser,
+    TextChunkParser,
+    from_completion_body,
+    from_text_body,
+    to_text_body,
+    to_upstream_body,
+)
 from bmo.protocol.sse import SSEDecoder
 from bmo.providers.base import ModelCall, one_read
-from bmo.providers.http import MAX_ERROR_BODY, Silence, decode_failed, status_error, stream_failed, transport_error
+from bmo.providers.http import (
+    MAX_ERROR_BODY,
+    Silence,
+    decode_failed,
+    provider_secrets,
+    read_bounded,
+    status_error,
+    stream_failed,
+    too_large,
+    transport_error,
+    unreadable,
+)
+from bmo.redact import Redactor
 
 log = logging.getLogger("bmo.providers")
 
 
 class OpenAIProvider:
-    def __init__(self, name: str, cfg: ProviderConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, name: str, cfg: ProviderConfig, session: aiohttp.ClientSession, redact: Redactor | None = None
+    ) -> None:
         self.name = name
         self._session = session
-        self._url = cfg.base_url + "/chat/completions"
+        self._redact = redact or Redactor(provider_secrets(cfg))  # every upstream message passes it
+        self._max_bytes = int(cfg.max_response_mb * 1048576)
+        self._chat_url = cfg.base_url + "/chat/completions"
+        self._text_url = cfg.base_url + "/completions"  # raw text completions (ModelCall.prompt)
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         headers.update(cfg.headers)
         key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
@@ -48,7 +72,21 @@ class OpenAIProvider:
         self._timeout_s = cfg.timeout_s
         self._stream_usage = True  # ask for usage in streams until the upstream says it cannot
 
+    def _url(self, call: ModelCall) -> str:
+        return self._chat_url if call.prompt is None else self._text_url
+
     def _body(self, call: ModelCall, stream: bool) -> bytes:
+        if call.prompt is not None:
+            return orjson.dumps(
+                to_text_body(
+                    model=call.model,
+                    prompt=call.prompt,
+                    suffix=call.suffix,
+                    params=call.params,
+                    stream=stream,
+                    stream_usage=self._stream_usage,
+                )
+            )
         return orjson.dumps(
             to_upstream_body(
                 model=call.model,
@@ -69,11 +107,11 @@ class OpenAIProvider:
             async with asyncio.timeout(self._timeout_s):
                 return await self._post_stream(call)
         except (TimeoutError, aiohttp.ClientError) as e:
-            raise transport_error(self.name, self._timeout_s, e) from e
+            raise transport_error(self.name, self._timeout_s, e, self._redact) from e
 
     async def _post_stream(self, call: ModelCall) -> aiohttp.ClientResponse:
         resp = await self._session.post(
-            self._url, data=self._body(call, True), headers=self._stream_headers, timeout=self._stream_timeout
+            self._url(call), data=self._body(call, True), headers=self._stream_headers, timeout=self._stream_timeout
         )
         if resp.status == 400 and self._stream_usage:
             try:
@@ -81,45 +119,53 @@ class OpenAIProvider:
             finally:
                 resp.close()
             if b"stream_options" not in raw:
-                raise status_error(self.name, resp.status, raw, None)
+                raise status_error(self.name, resp.status, raw, None, self._redact)
             log.warning("upstream %s rejects stream_options; streaming without it from now on", self.name)
             self._stream_usage = False
             resp = await self._session.post(
-                self._url, data=self._body(call, True), headers=self._stream_headers, timeout=self._stream_timeout
+                self._url(call), data=self._body(call, True), headers=self._stream_headers, timeout=self._stream_timeout
             )
         return resp
 
     async def complete(self, call: ModelCall) -> Completion:
         try:
             async with self._session.post(
-                self._url, data=self._body(call, False), headers=self._headers, timeout=self._timeout
+                self._url(call), data=self._body(call, False), headers=self._headers, timeout=self._timeout
             ) as resp:
-                raw = await resp.read()
+                length = resp.headers.get("Content-Length")  # declared within the limit: one read (no extra call)
+                if length is not None and int(length) <= self._max_bytes and "Content-Encoding" not in resp.headers:
+                    raw = await resp.read()
+                else:
+                    raw = await read_bounded(resp, self._max_bytes, self.name)
                 if resp.status >= 400:
-                    raise status_error(self.name, resp.status, raw[:MAX_ERROR_BODY], resp.headers.get("retry-after"))
+                    raise status_error(
+                        self.name, resp.status, raw[:MAX_ERROR_BODY], resp.headers.get("retry-after"), self._redact
+                    )
         except (TimeoutError, aiohttp.ClientError) as e:
-            raise transport_error(self.name, self._timeout_s, e) from e
+            raise transport_error(self.name, self._timeout_s, e, self._redact) from e
         try:
-            return from_completion_body(orjson.loads(raw))
+            answer = orjson.loads(raw)
+            return from_completion_body(answer) if call.prompt is None else from_text_body(answer)
         except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError) as e:
-            raise UpstreamError(f"upstream {self.name} sent an answer bmo cannot read: {e}") from e
+            raise unreadable(self.name, e, self._redact) from e
 
     async def open_stream(self, call: ModelCall) -> _SSEStream:
         resp = await self._open_stream(call)
         try:
             if resp.status >= 400:
                 raw = await resp.content.read(MAX_ERROR_BODY)
-                raise status_error(self.name, resp.status, raw, resp.headers.get("retry-after"))
+                raise status_error(self.name, resp.status, raw, resp.headers.get("retry-after"), self._redact)
             whole = None
             if "text/event-stream" not in resp.headers.get("Content-Type", ""):
                 # some servers ignore `stream` and answer whole: accept that
-                whole = from_completion_body(orjson.loads(await resp.read())).events()
+                answer = orjson.loads(await read_bounded(resp, self._max_bytes, self.name))
+                whole = (from_completion_body(answer) if call.prompt is None else from_text_body(answer)).events()
         except (TimeoutError, aiohttp.ClientError) as e:
             resp.close()
-            raise transport_error(self.name, self._timeout_s, e) from e
+            raise transport_error(self.name, self._timeout_s, e, self._redact) from e
         except (orjson.JSONDecodeError, ValueError) as e:
             resp.close()
-            raise UpstreamError(f"upstream {self.name} sent an answer bmo cannot read: {e}") from e
+            raise unreadable(self.name, e, self._redact) from e
         except BaseException:
             resp.close()
             raise
@@ -153,7 +199,7 @@ class _SSEStream:
         self.deferred: UpstreamError | None = None  # a failure after events of the same read
         self.saw_finish = False
         self.decoder = SSEDecoder()
-        self.parser = ChunkParser()
+        self.parser = ChunkParser() if call.prompt is None else TextChunkParser()
         self.loop = asyncio.get_running_loop()
         self.silence = Silence(self.loop, provider._timeout_s, resp)
 
@@ -167,6 +213,8 @@ class _SSEStream:
             self.done = self.ok = True
             return self.whole
         self.silence.last = self.loop.time()
+        if self.resp.content.total_bytes > self.provider._max_bytes:  # no call: aiohttp counts
+            raise too_large(self.provider.name, self.provider._max_bytes)
         parser = self.parser
         out: list[Event] = []
         try:
@@ -189,7 +237,7 @@ class _SSEStream:
                         self.saw_finish = True
                     out.append(ev)
         except (UpstreamError, ValueError) as e:  # ValueError: orjson's JSONDecodeError too
-            return decode_failed(self.provider.name, self, out, e)
+            return decode_failed(self.provider.name, self, out, e, self.provider._redact)
         return out
 
     def end(self) -> list[Event]:
@@ -203,10 +251,12 @@ class _SSEStream:
         if self.parser.saw_usage:
             return []
         # the upstream sent none: an estimate beats a silent zero
-        return [Usage(estimate_tokens(self.call.messages), -(-self.parser.chars // 4))]
+        call = self.call
+        prompt = estimate_tokens(call.messages) if call.prompt is None else -(-len(call.prompt) // 4)
+        return [Usage(prompt, -(-self.parser.chars // 4))]
 
     def failed(self, e: Exception) -> Exception:
-        return stream_failed(self.provider.name, self.provider._timeout_s, self.silence, e)
+        return stream_failed(self.provider.name, self.provider._timeout_s, self.silence, e, self.provider._redact)
 
     async def close(self) -> None:
         self.silence.stop()

@@ -16,13 +16,18 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from bmo.errors import BmoError, InternalError, NotFound
+from bmo.clients import client_name
+from bmo.errors import BmoError, InternalError, NotFound, RequestTimeout, ShuttingDown
 from bmo.protocol.anthropic import ANTHROPIC
+from bmo.protocol.completions import COMPLETIONS
 from bmo.protocol.openai import OPENAI
+from bmo.protocol.responses import RESPONSES
+from bmo.providers.http import configured_secrets
+from bmo.redact import Redactor
 from bmo.runtime import Runtime
-from bmo.server import dialects, ledger, models
+from bmo.server import dialects, ledger, models, openapi
 from bmo.server.auth import Authenticator
-from bmo.server.context import RUNTIME, STATE, RequestState, ServerState
+from bmo.server.context import CUT_MESSAGE, NOT_NOW_MESSAGE, RUNTIME, STATE, RequestState, ServerState
 from bmo.server.http import error_response
 from bmo.server.routes import Router
 from bmo.service import Run
@@ -30,12 +35,20 @@ from bmo.service import Run
 log = logging.getLogger("bmo.server")
 
 COMPAT_ROUTES = frozenset(
-    {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens"}
+    {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/responses",
+        "/v1/responses/{id}",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+    }
 )
 # Not compat requests: health probes, metrics scrapes and ledger reads would drown the ledger.
 UNRECORDED = frozenset(
     {
         "/health",
+        "/openapi.json",
         "/metrics",
         "/v1/openai-compat/posture",
         "/v1/openai-compat/runs",
@@ -58,12 +71,17 @@ def build_router(*, metrics_public: bool = False) -> Router:
     r.add("GET", "/v1/models", models.list_models, scope="chat")
     r.add("GET", "/v1/models/{tail}", models.get_model, scope="chat")
     r.add("POST", "/v1/chat/completions", dialects.chat_completions, scope="chat", dialect=OPENAI)
+    r.add("POST", "/v1/completions", dialects.completions, scope="chat", dialect=COMPLETIONS)
     r.add("POST", "/v1/messages", dialects.messages, scope="chat", dialect=ANTHROPIC)
     r.add("POST", "/v1/messages/count_tokens", dialects.count_tokens, scope="chat", dialect=ANTHROPIC)
+    r.add("POST", "/v1/responses", dialects.responses, scope="chat", dialect=RESPONSES)
+    r.add("GET", "/v1/responses/{tail}", dialects.stored_response, scope="chat", dialect=RESPONSES)
+    r.add("DELETE", "/v1/responses/{tail}", dialects.stored_response, scope="chat", dialect=RESPONSES)
     r.add("GET", "/v1/openai-compat/posture", ledger.posture, scope="ledger")
     r.add("GET", "/v1/openai-compat/runs", ledger.runs, scope="ledger")
     r.add("GET", "/v1/openai-compat/runs/{tail}", ledger.run, scope="ledger")
     r.add("GET", "/metrics", ledger.metrics, scope="none" if metrics_public else "ledger")
+    r.add("GET", "/openapi.json", openapi.document, scope="none")
     return r
 
 
@@ -77,7 +95,9 @@ def make_app(runtime: Runtime, *, env_api_key: str | None = None) -> web.Applica
         keepalive_s=cfg.openai_compat.keepalive_s,
         cors_origins=frozenset(cfg.openai_compat.cors_origins),
         compat_enabled=cfg.openai_compat.enabled,
+        redact=Redactor([*configured_secrets(cfg), env_api_key]),
     )
+    runtime.recorder.redact = state.redact  # the client's User-Agent in the access log and the ledger
     # aiohttp's own limit sits above ours so that bmo, not aiohttp, answers 413 with the envelope
     app = web.Application(client_max_size=state.max_body + 1024 * 1024, handler_args={"max_field_size": 65536})
     app[RUNTIME] = state
@@ -92,7 +112,7 @@ def make_app(runtime: Runtime, *, env_api_key: str | None = None) -> web.Applica
     app.on_response_prepare.append(_on_prepare)
     for path in state.router.exact_paths():  # aiohttp finds these by dict; the catch-all needs a regex
         app.router.add_route("*", path, _dispatch)
-    app.router.add_route("*", "/{path:.*}", _dispatch)
+    app.router.add_route("*", r"/{path:[\s\S]*}", _dispatch)  # not `.*`: a path may hold a newline (%0A)
     return app
 
 
@@ -125,16 +145,20 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         None,
         time.monotonic(),
         time.time(),
+        client_name(request.headers),
     )
     st = RequestState(run=run, server=srv)
     request[STATE] = st
     if request.method == "OPTIONS":
         return _preflight(request)
-    srv.in_flight += 1
+    live = srv.live
+    live[st] = request  # an item store, not a method call; deleted at the end (no cycle holds the request)
     try:
         (handler, scope, route, st.dialect), st.tail = srv.router.resolve(request.method, request.path)
         run.route = route
         st.recorded = route not in UNRECORDED
+        if srv.draining:  # SIGTERM came: nothing new starts (SPEC §11); /health says so too
+            raise ShuttingDown(NOT_NOW_MESSAGE)
         if route in COMPAT_ROUTES and not srv.compat_enabled:
             raise NotFound(
                 "The OpenAI-compatible routes are turned off (openai_compat.enabled).", code="endpoint_disabled"
@@ -145,16 +169,31 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
             service.fire(run)  # inference routes fire once the agent is known
         resp = await handler(request)
         run.status = resp.status
+        if srv.draining:
+            resp.force_close()
         return resp
     except BmoError as e:
-        if e.status >= 500:
+        if e.status >= 500 and not isinstance(e, ShuttingDown):
             log.warning("%s %s -> %s %s (%s)", request.method, request.path, e.status, e.code, e.detail or e.message)
         run.error = e
         run.status = e.status
-        return error_response(e, st.dialect)
+        resp = error_response(e, st.dialect)
+        if srv.draining or isinstance(e, RequestTimeout):  # `Connection: close`
+            resp.force_close()
+        return resp
     except asyncio.CancelledError:
-        run.client_gone = True
-        raise
+        if not st.cut:
+            run.client_gone = True
+            raise
+        # Cut by the drain before anything was sent: a real status (SPEC §11).
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        run.error = err = ShuttingDown(CUT_MESSAGE)
+        run.status = err.status
+        resp = error_response(err, st.dialect)
+        resp.force_close()
+        return resp
     except web.HTTPException:
         raise
     except Exception as e:
@@ -165,7 +204,9 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         run.status = 500
         return error_response(run.error, st.dialect)
     finally:
-        srv.in_flight -= 1
+        del live[st]
+        if srv.draining and not live:
+            srv.idle.set()
         if st.recorded:
             run.client_ip = request.remote
             service.end(run)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
-from bmo.errors import BmoError, RequestTooLarge
+from bmo.errors import BmoError, InvalidRequest, RequestTimeout, RequestTooLarge
 from bmo.protocol.dialect import Dialect
+from bmo.server.context import RUNTIME
 
 JSON = "application/json"
 
@@ -25,17 +28,48 @@ def error_response(err: BmoError, dialect: Dialect | None = None) -> web.Respons
 
 
 async def read_body(request: web.Request, max_bytes: int) -> bytes:
-    """The whole body, or 413 before reading more than the limit."""
+    """The whole body, or 413 before reading more than the limit. A body that has not all
+    arrived with the headers must keep arriving: 408 after `server.header_timeout_s` without a
+    byte (SPEC §11). A body aiohttp cannot decode (bad chunking) is 400 `bad_request`."""
     length = request.content_length
     if length is not None and length > max_bytes:
         raise too_large(max_bytes)
     try:
+        if not request.content.is_eof():  # the common case, a body that came with its headers, waits for nothing
+            return await _arriving(request, max_bytes)
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise too_large(max_bytes) from None
+    except RequestPayloadError:
+        raise bad_body() from None
     if len(body) > max_bytes:
         raise too_large(max_bytes)
     return body
+
+
+async def _arriving(request: web.Request, max_bytes: int) -> bytes:
+    idle = request.app[RUNTIME].runtime.cfg.server.header_timeout_s
+    content = request.content
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await content.readany()
+        except TimeoutError:
+            raise RequestTimeout(
+                f"The request body stopped arriving: nothing came for {idle:g}s (server.header_timeout_s)."
+            ) from None
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large(max_bytes)
+        chunks.append(chunk)
+
+
+def bad_body() -> InvalidRequest:
+    return InvalidRequest("The request body is not valid HTTP (its framing or encoding).", code="bad_request")
 
 
 def too_large(max_bytes: int) -> RequestTooLarge:

@@ -44,6 +44,7 @@ async def posture(request: web.Request) -> web.StreamResponse:
             in_flight=st.in_flight - 1,  # not counting this request
             source="server",
             started_at=rt.started_at,
+            store_problem=rt.store_health(),  # what /health answers 503 on
         )
     )
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from bmo.chat import ChatRequest, Event, estimate_tokens
-from bmo.errors import BmoError, InternalError
+from bmo.errors import BmoError, InternalError, ShuttingDown
 from bmo.protocol.dialect import Dialect, Reply, StreamRenderer
-from bmo.server.context import RequestState
+from bmo.server.context import CUT_MESSAGE, STATE, RequestState
 from bmo.server.http import json_response
 from bmo.service import Run
 
@@ -54,6 +54,7 @@ async def respond(request: web.Request, state: RequestState, dialect: Dialect, r
             include_usage=req.include_usage,
             # a stream that starts before the upstream has counted shows bmo's estimate
             prompt_tokens=estimate_tokens(plan.messages, plan.tools) if req.stream and dialect.eager_start else 0,
+            wire=req.wire,
         )
         if req.stream:
             return await _stream(request, run, dialect.stream(reply), srv.keepalive_s)
@@ -61,24 +62,26 @@ async def respond(request: web.Request, state: RequestState, dialect: Dialect, r
             done = await run.complete()
         except BmoError as e:
             raise run.failed(e) from None
-        await run.finish()
-        return json_response(dialect.render_whole(done, reply), headers=_run_headers(run))
+        body = dialect.render_whole(done, reply)
+        await run.finish(body)
+        return json_response(body, headers=_run_headers(run))
 
 
 class _KeepAlive:
     """One timer per stream: when nothing was written for `interval`, it sends the dialect's
-    keepalive (and, before the first output, the headers). A timer, not a task per event: the
+    keepalive frame (and, before the first output, the headers). A timer, not a task per event: the
     cost per token must stay tiny. `lock` makes "send the headers" happen once, whoever gets
     there first."""
 
-    __slots__ = ("request", "resp", "interval", "last", "lock", "stopped", "task", "frame", "head")
+    __slots__ = ("request", "resp", "interval", "last", "lock", "stopped", "task", "frame")
 
-    def __init__(self, request: web.Request, resp: web.StreamResponse, interval: float, frame: bytes) -> None:
+    def __init__(
+        self, request: web.Request, resp: web.StreamResponse, interval: float, frame: Callable[[], bytes]
+    ) -> None:
         self.request = request
         self.resp = resp
         self.interval = interval
         self.frame = frame
-        self.head = b""  # what must precede the first keepalive (an eager stream's start)
         self.last = asyncio.get_running_loop().time()
         self.lock = asyncio.Lock()
         self.stopped = False
@@ -108,7 +111,7 @@ class _KeepAlive:
                 if loop.time() - self.last >= self.interval:
                     if not await self.prepare():
                         return
-                    await self.resp.write(self.frame)
+                    await self.resp.write(self.frame())
                     self.last = loop.time()
         except (ConnectionError, RuntimeError):
             return
@@ -136,6 +139,11 @@ async def _stream(
         run.first_byte_sent = True
         await _fail(resp, out, run.failed(e))
         return resp
+    except asyncio.CancelledError:
+        ka.task.cancel()
+        if resp.prepared and request[STATE].cut:  # an eager stream cut by the drain
+            return await _shutting_down(resp, out, run)
+        raise
     except BaseException:
         ka.task.cancel()
         raise
@@ -144,13 +152,16 @@ async def _stream(
         await ka.prepare()
         run.first_byte_sent = True
         await asyncio.ensure_future(_relay(it, batch, out, head, resp, ka))
-        await run.finish()
-        await resp.write(out.end())
+        tail = out.end()
+        await run.finish(out.final)  # stored (when kept) before the client can see its end
+        await resp.write(tail)
     except BmoError as e:
         await _fail(resp, out, run.failed(e))
     except ConnectionError:  # the client went away between two writes
         run.client_gone = True
     except asyncio.CancelledError:
+        if resp.prepared and request[STATE].cut:
+            return await _shutting_down(resp, out, run)
         run.client_gone = True
         raise
     except Exception as e:  # never a traceback to the client; the detail goes to the log
@@ -195,6 +206,17 @@ async def _relay(
             batch = await it.__anext__()
         except StopAsyncIteration:
             batch = None
+
+
+async def _shutting_down(resp: web.StreamResponse, out: StreamRenderer, run: Run) -> web.StreamResponse:
+    """A stream the drain cut (its task cancelled at the end of the grace, SPEC §11): the
+    cancellation ends here, and the client gets the dialect's in-band `shutting_down` error."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    run.first_byte_sent = True
+    await _fail(resp, out, run.failed(ShuttingDown(CUT_MESSAGE)))
+    return resp
 
 
 async def _fail(resp: web.StreamResponse, out: StreamRenderer, err: BmoError) -> None:

@@ -32,11 +32,13 @@ class Router:
     def __init__(self) -> None:
         self._exact: dict[str, dict[str, Entry]] = {}
         self._prefix: list[tuple[str, dict[str, Entry]]] = []
+        self._declared: list[tuple[str, Entry]] = []  # (method, entry) as added: the public table
 
     def add(self, method: str, path: str, handler: Handler, *, scope: str, dialect: Dialect | None = None) -> None:
         """`path` ending in `/{tail}` matches any rest of the path (stored as match_info tail).
         `dialect` renders the route's errors (None: the OpenAI envelope)."""
         entry: Entry = (handler, scope, path.replace("{tail}", "{id}"), dialect)
+        self._declared.append((method, entry))
         paths = [path, path[3:]] if path.startswith("/v1/") else [path]  # clients configured without /v1
         for p in paths:
             if p.endswith("/{tail}"):
@@ -53,6 +55,11 @@ class Router:
 
     def exact_paths(self) -> list[str]:
         return sorted(self._exact)
+
+    def declared(self) -> list[tuple[str, Entry]]:
+        """Every route as it was added (method, entry; the entry's route name is its path with
+        `{id}` for a tail), without the `/v1`-less aliases: what `/openapi.json` documents."""
+        return list(self._declared)
 
     def resolve(self, method: str, raw_path: str) -> tuple[Entry, str]:
         """(the route's entry, tail). Raises NotFound/MethodNotAllowed."""

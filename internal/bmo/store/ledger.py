@@ -38,7 +38,7 @@ PRUNE_BATCH = 1000  # small deletes: never hold the write lock long
 COLUMNS = (
     "request_id", "started_at", "route", "method", "status", "outcome", "error_code", "model_requested",
     "agent", "upstream_route", "stream", "ttfb_ms", "duration_ms", "prompt_tokens", "completion_tokens",
-    "tool_calls", "session_id", "api_key_prefix", "client_ua", "client_ip", "events", "content",
+    "tool_calls", "session_id", "api_key_prefix", "client_ua", "client_ip", "events", "content", "client",
 )  # fmt: skip
 _INSERT = f"INSERT OR REPLACE INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
@@ -49,7 +49,7 @@ def _row(r: RunRecord) -> tuple[Any, ...]:
         r.agent, r.upstream_route, int(r.stream), r.ttfb_ms, r.duration_ms, r.prompt_tokens,
         r.completion_tokens, r.tool_calls, r.session_id, r.api_key_prefix, r.client_ua, r.client_ip,
         orjson.dumps(r.events).decode(),  # orjson writes the dataclasses as objects directly
-        orjson.dumps(r.content).decode() if r.content is not None else None,
+        orjson.dumps(r.content).decode() if r.content is not None else None, r.client,
     )  # fmt: skip
 
 
@@ -76,6 +76,7 @@ def record_from_row(row: sqlite3.Row) -> RunRecord:
         api_key_prefix=row["api_key_prefix"],
         client_ua=row["client_ua"],
         client_ip=row["client_ip"],
+        client=row["client"],  # migration 5
         events=events,
         content=orjson.loads(row["content"]) if row["content"] else None,
     )
@@ -179,8 +180,16 @@ async def prune(db: Database, retention_days: float, *, now: float | None = None
     )
 
 
-async def prune_forever(db: Database, retention_days: float, sessions: Any = None, ttl_days: float = 30) -> None:
-    """Retention in the background: old runs, and (given the session store) expired sessions."""
+async def prune_forever(
+    db: Database,
+    retention_days: float,
+    sessions: Any = None,
+    ttl_days: float = 30,
+    responses: Any = None,
+    responses_days: float = 30,
+) -> None:
+    """Retention in the background: old runs, and (given their stores) expired sessions and
+    stored responses."""
     while True:
         try:
             n = await prune(db, retention_days)
@@ -190,6 +199,10 @@ async def prune_forever(db: Database, retention_days: float, sessions: Any = Non
                 n = await sessions.prune(ttl_days)
                 if n:
                     log.info("sessions: pruned %d idle for more than %g days", n, ttl_days)
+            if responses is not None:
+                n = await responses.prune(responses_days)
+                if n:
+                    log.info("responses: pruned %d older than %g days", n, responses_days)
         except Unavailable as e:
             log.warning("retention failed: %s", e.message)
         await asyncio.sleep(PRUNE_EVERY_S)
@@ -211,6 +224,23 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         raise InvalidRequest("`cursor` is not a cursor this server gave out.", param="cursor") from None
 
 
+def _filters(
+    route: str | None, status: int | None, agent: str | None, outcome: str | None, client: str | None, ua: str | None
+) -> tuple[list[str], list[Any]]:
+    """The WHERE terms of the filters `runs list`, `runs tail` and the runs route share. `ua` is a
+    case-insensitive substring of the raw user-agent; the others match exactly."""
+    where: list[str] = []
+    params: list[Any] = []
+    for col, val in (("route", route), ("status", status), ("agent", agent), ("outcome", outcome), ("client", client)):
+        if val is not None:
+            where.append(f"{col} = ?")
+            params.append(val)
+    if ua:
+        where.append("client_ua LIKE ? ESCAPE '\\'")
+        params.append("%" + ua.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+    return where, params
+
+
 async def list_runs(
     db: Database,
     *,
@@ -221,18 +251,15 @@ async def list_runs(
     agent: str | None = None,
     outcome: str | None = None,
     since: float | None = None,
+    client: str | None = None,
+    ua: str | None = None,
 ) -> tuple[list[RunRecord], str | None]:
     """Newest first. Returns the page and the cursor of the next page (None at the end)."""
-    where: list[str] = []
-    params: list[Any] = []
+    where, params = _filters(route, status, agent, outcome, client, ua)
     if cursor:
         started, rid = decode_cursor(cursor)
         where.append("(started_at < ? OR (started_at = ? AND request_id < ?))")
         params += [started, started, rid]
-    for col, val in (("route", route), ("status", status), ("agent", agent), ("outcome", outcome)):
-        if val is not None:
-            where.append(f"{col} = ?")
-            params.append(val)
     if since is not None:
         where.append("started_at >= ?")
         params.append(since)
@@ -245,6 +272,42 @@ async def list_runs(
     records = [record_from_row(r) for r in rows[:limit]]
     nxt = encode_cursor(records[-1]) if len(rows) > limit and records else None
     return records, nxt
+
+
+async def last_written(db: Database) -> int:
+    """Where `runs_written_after` starts: the position of the run written last (0: none)."""
+    row = await db.fetchone("SELECT max(rowid) FROM runs")
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+async def runs_written_after(
+    db: Database,
+    after: int,
+    *,
+    limit: int = 500,
+    route: str | None = None,
+    status: int | None = None,
+    agent: str | None = None,
+    outcome: str | None = None,
+    client: str | None = None,
+    ua: str | None = None,
+) -> tuple[list[RunRecord], int]:
+    """The runs written after position `after`, in the order they were written, and the new
+    position (`bmo runs tail`). Write order, not `started_at`: a long stream is written when it
+    ends, after shorter runs that started later, and a tail by start time would skip it."""
+    # Up to the last row written now, so that the position moves past runs the filters skip;
+    # a row written meanwhile gets a higher rowid (one writer at a time) and is found next time.
+    upto = await last_written(db)
+    if upto <= after:
+        return [], after
+    where, params = _filters(route, status, agent, outcome, client, ua)
+    rows = await db.fetchall(
+        "SELECT rowid AS pos, * FROM runs WHERE " + " AND ".join(["rowid > ? AND rowid <= ?", *where])
+        + " ORDER BY rowid LIMIT ?",
+        [after, upto, *params, limit],
+    )  # fmt: skip
+    pos = int(rows[-1]["pos"]) if len(rows) == limit else upto
+    return [record_from_row(r) for r in rows], pos
 
 
 async def get_run(db: Database, request_id: str) -> RunRecord | None:

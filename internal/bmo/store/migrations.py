@@ -6,6 +6,9 @@ Rules, so that every bmo.db ever written can be brought up to date:
 - Each entry is (version, name, sql); `sql` may hold several statements. All pending migrations
   run in one `BEGIN IMMEDIATE` transaction, and the applied versions are re-read after the lock
   is taken, so a server and a CLI opening the same new file at once do not both migrate it.
+- Versions are applied in order, each one that is not recorded yet, so a gap closed later (a
+  version merged after a higher one) is applied then; a migration must therefore not depend on
+  one with a higher number.
 - `schema_migrations` records what ran. A file from a newer bmo (a version this one does not
   know) is refused rather than guessed at.
 """
@@ -122,6 +125,36 @@ MIGRATIONS: tuple[Migration, ...] = (
         ) WITHOUT ROWID;
         """,
     ),
+    Migration(
+        4,
+        "responses",
+        """
+        -- Stored OpenAI Responses objects (SPEC §4b): what `previous_response_id` continues and
+        -- GET /v1/responses/{id} returns. A tree: many responses may continue one.
+        CREATE TABLE responses (
+            id          TEXT    PRIMARY KEY,     -- resp_… ; the id every event of its stream carried
+            owner       TEXT    NOT NULL,        -- the API key's prefix, or "anonymous"
+            previous_id TEXT,                    -- the response this one continues
+            agent       TEXT    NOT NULL,
+            created_at  REAL    NOT NULL,
+            input       TEXT    NOT NULL,        -- JSON: this request's new turns (bmo's messages)
+            output      TEXT    NOT NULL,        -- JSON: the answer as one assistant message
+            body        TEXT    NOT NULL         -- JSON: the Response object as the client got it
+        );
+        CREATE INDEX responses_created ON responses (created_at);
+        CREATE INDEX responses_owner ON responses (owner, created_at DESC);
+        """,
+    ),
+    Migration(
+        5,
+        "runs_client",
+        """
+        -- The client's short name beside the raw user-agent (bmo.clients: "claude-code",
+        -- "open-webui", "openai-python", …), so that posture's top clients and `bmo runs list
+        -- --client` mean something. NULL for the runs recorded before.
+        ALTER TABLE runs ADD COLUMN client TEXT;
+        """,
+    ),
 )
 
 BOOTSTRAP = """
@@ -134,7 +167,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 
 
 def latest_version() -> int:
-    return MIGRATIONS[-1].version if MIGRATIONS else 0
+    return max((m.version for m in MIGRATIONS), default=0)
 
 
 def split_statements(sql: str) -> list[str]:
@@ -172,14 +205,16 @@ async def migrate(conn: aiosqlite.Connection, *, target: int | None = None) -> l
     await conn.execute("BEGIN IMMEDIATE")
     try:
         done = await applied_versions(conn)
-        unknown = sorted(v for v in done if v > latest_version())
+        unknown = sorted(done - {m.version for m in MIGRATIONS})  # a gap this build lacks counts too
         if unknown:
             raise Unavailable(
-                f"bmo.db has schema version {unknown[-1]}, newer than this bmo knows ({latest_version()}); "
-                "it was written by a newer bmo. Upgrade bmo, or point BMO_HOME elsewhere."
+                f"bmo.db has schema version {unknown[-1]}, which this bmo does not know (it knows up to "
+                f"{latest_version()}); it was written by a newer bmo. Upgrade bmo, or point BMO_HOME elsewhere."
             )
         applied: list[int] = []
-        for m in MIGRATIONS:
+        # In version order, and any version not yet applied, wherever it sits: a file that got 5
+        # from a build that lacked 4 (two issues landing apart) still gets 4 when it appears.
+        for m in sorted(MIGRATIONS, key=lambda m: m.version):
             if m.version in done or m.version > target:
                 continue
             for stmt in split_statements(m.sql):
