@@ -401,7 +401,8 @@ class ChatService:
         """The run is over: its ledger row, posture, metrics and access line. Never raises: a
         ledger failure never fails a request."""
         try:
-            self.fire(run)
+            if not run.fired:  # a run refused before it was accepted still gets its line
+                self.fire(run)
             self.recorder.finish(run.record())
         except Exception:
             log.exception("could not record run %s", run.request_id)
