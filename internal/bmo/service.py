@@ -1,7 +1,7 @@
 """The chat service (layer 4): owns every run from its first byte to its ledger row.
 
 A `Run` is one request on a compat route, and the one object that holds its facts. The server
-makes it when a request arrives (`ChatService.new_run`), so that a 401 or a 404 is recorded like
+makes it when a request arrives (`Run(service, …)` in `_dispatch`), so that a 401 or a 404 is recorded like
 any other run, and reports only HTTP facts on it (status, first byte sent, client gone). A
 dialect's handler parses the body into a `ChatRequest` and enters
 
@@ -341,19 +341,6 @@ class ChatService:
         self.tools: dict[str, Tool] = tools if tools is not None else {n: cls() for n, cls in BUILTINS.items()}
         compat = cfg.openai_compat
         self.admission = Admission(compat.concurrency, compat.queue_timeout_s)
-
-    def new_run(
-        self,
-        request_id: str,
-        route: str,
-        method: str,
-        client_ua: str | None,
-        client_ip: str | None,
-        started: float,
-        wall: float,
-        client: str | None = None,
-    ) -> Run:
-        return Run(self, request_id, route, method, client_ua, client_ip, started, wall, client)
 
     async def count_tokens(self, run: Run, req: ChatRequest, headers: Mapping[str, str]) -> int:
         """The input tokens of what the agent would send for `req` (its prompt, the messages and

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -21,18 +20,16 @@ from bmo.chat import Completion, Event
 from bmo.config import ProviderConfig
 from bmo.errors import InvalidRequest, RateLimited, UpstreamError
 from bmo.protocol.anthropic_upstream import EventParser, from_message_body, to_upstream_body
-from bmo.protocol.sse import SSEDecoder
-from bmo.providers.base import ModelCall, one_read
+from bmo.providers.base import ModelCall
 from bmo.providers.http import (
     MAX_ERROR_BODY,
     SHAPES,
-    Silence,
+    SSEStream,
     decode_failed,
     provider_secrets,
     read_bounded,
     retry_after_s,
     status_error,
-    stream_failed,
     too_large,
     transport_error,
     unreadable,
@@ -210,30 +207,18 @@ class AnthropicProvider:
         return None
 
 
-class AnthropicStream:
-    """One Anthropic event stream (see `UpstreamStream`): SSE decoding, the JSON parse and the
-    `EventParser`, one read at a time, with the silence watchdog. It has ended as it should only
-    at `message_stop`; a failure after events of the same read waits in `deferred`, so those
-    events go out first and `end()` raises it."""
+class AnthropicStream(SSEStream):
+    """One Anthropic event stream: the JSON parse and the `EventParser` one read at a time; the
+    rest is `SSEStream`'s. It has ended as it should only at `message_stop`; a failure after
+    events of the same read waits in `deferred`, so those events go out first and `end()` raises
+    it."""
 
-    __slots__ = ("provider", "resp", "whole", "done", "ok", "deferred", "decoder", "parser", "silence", "loop")
+    __slots__ = ("parser",)
 
     def __init__(self, provider: AnthropicProvider, resp: aiohttp.ClientResponse, whole: list[Event] | None) -> None:
-        self.provider = provider
-        self.resp = resp
-        self.whole = whole  # an answer that came whole instead of streamed
-        self.done = False  # nothing more to read: message_stop seen, or a failure waits in `deferred`
-        self.ok = False  # ended as it should: the connection goes back to the pool
-        self.deferred: UpstreamError | None = None
-        self.decoder = SSEDecoder()
+        super().__init__(provider, resp, whole)
+        self.provider: AnthropicProvider = provider
         self.parser = EventParser(provider.name)
-        self.loop = asyncio.get_running_loop()
-        self.silence = Silence(self.loop, provider._timeout_s, resp)
-
-    def reads(self) -> AsyncIterator[bytes]:
-        if self.whole is not None:
-            return one_read()
-        return self.resp.content.iter_any()
 
     def decode(self, chunk: bytes) -> list[Event]:
         if self.whole is not None:
@@ -271,13 +256,3 @@ class AnthropicStream:
         if not self.ok:
             raise UpstreamError(f"upstream {self.provider.name} closed the stream before it finished")
         return out
-
-    def failed(self, e: Exception) -> Exception:
-        return stream_failed(self.provider.name, self.provider._timeout_s, self.silence, e, self.provider._redact)
-
-    async def close(self) -> None:
-        self.silence.stop()
-        if self.ok:
-            self.resp.release()
-        else:
-            self.resp.close()  # drop the connection: the upstream stops generating at once

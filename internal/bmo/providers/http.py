@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 import aiohttp
@@ -22,6 +23,8 @@ import orjson
 from bmo.chat import Event
 from bmo.config import Config, ProviderConfig
 from bmo.errors import RateLimited, UpstreamError, UpstreamRateLimited, UpstreamTimeout
+from bmo.protocol.sse import SSEDecoder
+from bmo.providers.base import one_read
 from bmo.redact import Redactor, env_secrets
 
 MAX_ERROR_BODY = 64 * 1024  # an upstream error page is read this far, no further
@@ -164,6 +167,51 @@ def decode_failed(
     if err is e:
         raise err
     raise err from e
+
+
+class StreamSource(Protocol):
+    """What an `SSEStream` needs of its provider."""
+
+    name: str
+    _timeout_s: float
+    _max_bytes: int
+    _redact: Redactor
+
+
+class SSEStream:
+    """What both providers' event streams share (see `UpstreamStream`): the answer that came
+    whole instead of streamed, the SSE decoder, the silence watchdog, the transport failure and
+    the close that returns the connection to the pool (or drops it, stopping the upstream at
+    once). Each provider's `decode` stays its own and inline: it runs once per read."""
+
+    __slots__ = ("provider", "resp", "whole", "done", "ok", "deferred", "decoder", "silence", "loop")
+
+    def __init__(self, provider: StreamSource, resp: aiohttp.ClientResponse, whole: list[Event] | None) -> None:
+        self.provider = provider
+        self.resp = resp
+        self.whole = whole  # an answer that came whole instead of streamed
+        self.done = False  # nothing more to read: the end seen, or a failure waits in `deferred`
+        self.ok = False  # ended as it should: the connection goes back to the pool
+        self.deferred: UpstreamError | None = None  # a failure after events of the same read
+        self.decoder = SSEDecoder()
+        self.loop = asyncio.get_running_loop()
+        self.silence = Silence(self.loop, provider._timeout_s, resp)
+
+    def reads(self) -> AsyncIterator[bytes]:
+        if self.whole is not None:
+            return one_read()
+        return self.resp.content.iter_any()
+
+    def failed(self, e: Exception) -> Exception:
+        p = self.provider
+        return stream_failed(p.name, p._timeout_s, self.silence, e, p._redact)
+
+    async def close(self) -> None:
+        self.silence.stop()
+        if self.ok:
+            self.resp.release()
+        else:
+            self.resp.close()  # drop the connection: the upstream stops generating at once
 
 
 class Silence:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -28,16 +27,14 @@ from bmo.protocol.openai_upstream import (
     to_text_body,
     to_upstream_body,
 )
-from bmo.protocol.sse import SSEDecoder
-from bmo.providers.base import ModelCall, one_read
+from bmo.providers.base import ModelCall
 from bmo.providers.http import (
     MAX_ERROR_BODY,
-    Silence,
+    SSEStream,
     decode_failed,
     provider_secrets,
     read_bounded,
     status_error,
-    stream_failed,
     too_large,
     transport_error,
     unreadable,
@@ -178,35 +175,20 @@ class OpenAIProvider:
         return None
 
 
-class _SSEStream:
-    """One upstream event stream (see `UpstreamStream`): the SSE decoder, the JSON parse and the
-    chunk parser, one read at a time, with the silence watchdog and the end-of-stream checks."""
+class _SSEStream(SSEStream):
+    """One Chat Completions (or text completions) event stream: the JSON parse and the chunk
+    parser one read at a time, and the end-of-stream checks; the rest is `SSEStream`'s."""
 
-    __slots__ = (
-        "provider", "call", "resp", "whole", "done", "ok", "deferred", "saw_finish", "decoder", "parser",
-        "silence", "loop",
-    )  # fmt: skip
+    __slots__ = ("call", "saw_finish", "parser")
 
     def __init__(
         self, provider: OpenAIProvider, call: ModelCall, resp: aiohttp.ClientResponse, whole: list[Event] | None
     ) -> None:
-        self.provider = provider
+        super().__init__(provider, resp, whole)
+        self.provider: OpenAIProvider = provider
         self.call = call
-        self.resp = resp
-        self.whole = whole  # an answer that came whole instead of streamed
-        self.done = False  # nothing more to read: [DONE] seen, or a failure waits in `deferred`
-        self.ok = False  # ended as it should: the connection goes back to the pool
-        self.deferred: UpstreamError | None = None  # a failure after events of the same read
         self.saw_finish = False
-        self.decoder = SSEDecoder()
         self.parser = ChunkParser() if call.prompt is None else TextChunkParser()
-        self.loop = asyncio.get_running_loop()
-        self.silence = Silence(self.loop, provider._timeout_s, resp)
-
-    def reads(self) -> AsyncIterator[bytes]:
-        if self.whole is not None:
-            return one_read()
-        return self.resp.content.iter_any()
 
     def decode(self, chunk: bytes) -> list[Event]:
         if self.whole is not None:
@@ -254,16 +236,6 @@ class _SSEStream:
         call = self.call
         prompt = estimate_tokens(call.messages) if call.prompt is None else -(-len(call.prompt) // 4)
         return [Usage(prompt, -(-self.parser.chars // 4))]
-
-    def failed(self, e: Exception) -> Exception:
-        return stream_failed(self.provider.name, self.provider._timeout_s, self.silence, e, self.provider._redact)
-
-    async def close(self) -> None:
-        self.silence.stop()
-        if self.ok:
-            self.resp.release()
-        else:
-            self.resp.close()  # drop the connection: the upstream stops generating at once
 
 
 def _checked_event(provider: str, event: str | None, obj: Any) -> dict[str, Any] | None:
