@@ -44,7 +44,7 @@ from bmo.chat import (
     Usage,
 )
 from bmo.errors import BmoError, InvalidRequest
-from bmo.protocol.dialect import Reply
+from bmo.protocol.dialect import Reply, ToolCallBuffer
 from bmo.protocol.sse import named_frame
 
 # Claude Code's first system block carries a per-request hash that would defeat every prefix
@@ -482,14 +482,6 @@ def _frame(obj: dict[str, Any]) -> bytes:
     return named_frame(obj["type"], obj)
 
 
-class _PendingCall:
-    __slots__ = ("id", "name", "parts")
-
-    def __init__(self, cid: str, name: str) -> None:
-        self.id, self.name = cid, name
-        self.parts: list[str] = []
-
-
 class MessageStream:
     """Renders one Messages stream as SSE bytes (PROTOCOLS A.4), per dialect.StreamRenderer.
 
@@ -511,8 +503,7 @@ class MessageStream:
         self._reply = reply
         self._next = 0  # the index the next block gets
         self._open: str | None = None  # the open block's type (text | thinking), if one is open
-        self._calls: list[tuple[int, _PendingCall]] = []  # buffered client tool calls, by arrival
-        self._by_index: dict[int, _PendingCall] = {}
+        self._tools = ToolCallBuffer()  # client tool calls, sent whole at the Finish
         self._tools_emitted = 0
         self._reason = END
         self._stop_sequence: str | None = None
@@ -548,7 +539,7 @@ class MessageStream:
 
     def _flush_tools(self) -> bytes:
         out = self._close()
-        for _, call in sorted(self._calls, key=lambda c: c[0]):  # index order; stable on reuse
+        for call in self._tools.take():
             cid = call.id or _tool_id(self._reply, self._tools_emitted)
             out += self._begin({"type": "tool_use", "id": cid, "name": call.name, "input": {}})
             # The fragments must join into one JSON object or the client cannot parse them
@@ -557,20 +548,7 @@ class MessageStream:
             out += self._delta({"type": "input_json_delta", "partial_json": args if tool_input(args) else "{}"})
             out += self._close()
             self._tools_emitted += 1
-        self._calls.clear()
-        self._by_index.clear()
         return out
-
-    def _tool_fragment(self, d: ToolCallDelta) -> None:
-        call = self._by_index.get(d.index)
-        if call is None or (d.id and call.id and d.id != call.id):  # a new call (or an index reused)
-            call = _PendingCall(d.id or "", d.name or "")
-            self._by_index[d.index] = call
-            self._calls.append((d.index, call))
-        else:
-            call.id = call.id or d.id or ""
-            call.name = call.name or d.name or ""
-        call.parts.append(d.arguments)
 
     def events(self, batch: list[Event]) -> bytes:
         if self._done:
@@ -597,7 +575,7 @@ class MessageStream:
             elif isinstance(ev, RedactedThinking):
                 out += self._begin({"type": "redacted_thinking", "data": ev.data}) + self._close()
             elif isinstance(ev, ToolCallDelta):
-                self._tool_fragment(ev)
+                self._tools.add(ev)
             elif isinstance(ev, Finish):
                 out += self._flush_tools() + self._close()
                 self._reason, self._stop_sequence = ev.reason, ev.stop_sequence

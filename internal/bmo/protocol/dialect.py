@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from bmo.chat import ChatRequest, Completion, Event
+from bmo.chat import ChatRequest, Completion, Event, ToolCallDelta
 from bmo.errors import BmoError, InvalidRequest
 
 
@@ -84,3 +84,43 @@ class Dialect(Protocol):
     def render_error(self, err: BmoError) -> bytes:
         """The error's body in this dialect's envelope (status and headers are the error's)."""
         ...
+
+
+class PendingCall:
+    """One client tool call gathered from its fragments."""
+
+    __slots__ = ("id", "name", "parts")
+
+    def __init__(self, cid: str, name: str) -> None:
+        self.id, self.name = cid, name
+        self.parts: list[str] = []
+
+
+class ToolCallBuffer:
+    """Client tool-call fragments gathered by index, for a stream renderer that sends each call
+    whole at the `Finish`: always correct, even when an upstream interleaves parallel calls'
+    fragments (a wire whose blocks or items may not interleave: Anthropic, Responses)."""
+
+    __slots__ = ("_calls", "_by_index")
+
+    def __init__(self) -> None:
+        self._calls: list[tuple[int, PendingCall]] = []  # by arrival
+        self._by_index: dict[int, PendingCall] = {}
+
+    def add(self, d: ToolCallDelta) -> None:
+        call = self._by_index.get(d.index)
+        if call is None or (d.id and call.id and d.id != call.id):  # a new call (or an index reused)
+            call = PendingCall(d.id or "", d.name or "")
+            self._by_index[d.index] = call
+            self._calls.append((d.index, call))
+        else:
+            call.id = call.id or d.id or ""
+            call.name = call.name or d.name or ""
+        call.parts.append(d.arguments)
+
+    def take(self) -> list[PendingCall]:
+        """The calls gathered so far, in index order (stable on reuse); the buffer is then empty."""
+        calls = [c for _, c in sorted(self._calls, key=lambda c: c[0])]
+        self._calls.clear()
+        self._by_index.clear()
+        return calls

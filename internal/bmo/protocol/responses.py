@@ -47,7 +47,7 @@ from bmo.chat import (
     Usage,
 )
 from bmo.errors import BmoError, InvalidRequest
-from bmo.protocol.dialect import Reply
+from bmo.protocol.dialect import Reply, ToolCallBuffer
 from bmo.protocol.sse import KEEPALIVE, named_frame
 
 ROLES = frozenset({"user", "assistant", "system", "developer"})
@@ -530,14 +530,6 @@ def to_response(answer: Completion, reply: Reply) -> dict[str, Any]:
 _DELTA_HEAD = b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":'
 
 
-class _PendingCall:
-    __slots__ = ("id", "name", "parts")
-
-    def __init__(self, cid: str, name: str) -> None:
-        self.id, self.name = cid, name
-        self.parts: list[str] = []
-
-
 class ResponseStream:
     """Renders one Responses stream as SSE bytes (PROTOCOLS B.3), per dialect.StreamRenderer.
 
@@ -568,8 +560,7 @@ class ResponseStream:
         self._open_id = ""
         self._parts: list[str] = []  # the open item's text so far
         self._delta_mid = b""  # the open message's delta frame after the sequence number
-        self._calls: list[tuple[int, _PendingCall]] = []
-        self._by_index: dict[int, _PendingCall] = {}
+        self._tools = ToolCallBuffer()  # client tool calls, sent whole at the Finish
         self._reason = END
         self._usage: Usage | None = None
         self._done = False
@@ -639,7 +630,7 @@ class ResponseStream:
 
     def _flush_tools(self) -> bytes:
         out = self._close()
-        for _, call in sorted(self._calls, key=lambda c: c[0]):  # index order; stable on reuse
+        for call in self._tools.take():
             n = len(self._items)
             cid = call.id or f"call_{self._hex}_{n}"
             item = _call_item(self._wire, f"{self._hex}_{n}", cid, call.name, "".join(call.parts))
@@ -656,20 +647,7 @@ class ResponseStream:
                 out += self._frame("response.custom_tool_call_input.done", {**where, "input": item["input"]})
             out += self._frame("response.output_item.done", {"output_index": n, "item": item})
             self._items.append(item)
-        self._calls.clear()
-        self._by_index.clear()
         return out
-
-    def _tool_fragment(self, d: ToolCallDelta) -> None:
-        call = self._by_index.get(d.index)
-        if call is None or (d.id and call.id and d.id != call.id):  # a new call (or an index reused)
-            call = _PendingCall(d.id or "", d.name or "")
-            self._by_index[d.index] = call
-            self._calls.append((d.index, call))
-        else:
-            call.id = call.id or d.id or ""
-            call.name = call.name or d.name or ""
-        call.parts.append(d.arguments)
 
     def events(self, batch: list[Event]) -> bytes:
         if self._done:
@@ -692,7 +670,7 @@ class ResponseStream:
                     where = {"item_id": self._open_id, "output_index": len(self._items), "summary_index": 0}
                     out += self._frame("response.reasoning_summary_text.delta", {**where, "delta": ev.text})
             elif isinstance(ev, ToolCallDelta):
-                self._tool_fragment(ev)
+                self._tools.add(ev)
             elif isinstance(ev, Finish):
                 out += self._flush_tools()
                 self._reason = ev.reason
