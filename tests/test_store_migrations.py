@@ -122,7 +122,7 @@ async def test_reopening_applies_nothing_and_keeps_rows(tmp_path: Path) -> None:
 
 async def test_many_openers_at_once_migrate_once(tmp_path: Path) -> None:
     path = tmp_path / "bmo.db"
-    dbs = [Database(path) for _ in range(6)]
+    dbs = [Database(path) for _ in range(12)]  # several workers or CLI commands starting together
     await asyncio.gather(*(d.open() for d in dbs))
     try:
         rows = await dbs[0].fetchall("SELECT version FROM schema_migrations")

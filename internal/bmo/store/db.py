@@ -34,6 +34,26 @@ def store_error(path: Path, doing: str, e: BaseException) -> Unavailable:
     return Unavailable(f"The database {path} {doing}: {e}", detail=repr(e))
 
 
+async def _switch_to_wal(conn: aiosqlite.Connection) -> None:
+    """`PRAGMA journal_mode = WAL`, retried: switching a new file's journal needs an exclusive
+    lock, and SQLite answers "database is locked" at once (no busy handler) when another opener
+    holds the file, as several workers or CLI commands starting together do."""
+    deadline = asyncio.get_running_loop().time() + BUSY_TIMEOUT_S
+    delay = 0.01
+    while True:
+        try:
+            mode = await (await conn.execute("PRAGMA journal_mode = WAL")).fetchone()
+            break
+        except sqlite3.OperationalError as e:
+            text = str(e).lower()
+            if ("locked" not in text and "busy" not in text) or asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.2)
+    if mode is None or str(mode[0]).lower() != "wal":
+        raise sqlite3.OperationalError(f"cannot switch to WAL mode (got {mode[0] if mode else None!r})")
+
+
 class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -70,9 +90,7 @@ class Database:
         try:
             conn.row_factory = sqlite3.Row
             await conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            mode = await (await conn.execute("PRAGMA journal_mode = WAL")).fetchone()
-            if mode is None or str(mode[0]).lower() != "wal":
-                raise sqlite3.OperationalError(f"cannot switch to WAL mode (got {mode[0] if mode else None!r})")
+            await _switch_to_wal(conn)
             await conn.execute("PRAGMA synchronous = NORMAL")  # durable enough with WAL, and far fewer fsyncs
             await conn.execute("PRAGMA foreign_keys = ON")
             await migrate(conn)
