@@ -27,6 +27,10 @@
 #                                    on every run, noisy machine or not (scripts/bench/calls.py);
 #                                    bmo's /v1/messages, /v1/responses and /v1/completions
 #                                    too, in rows of their own
+#   scripts/bench.sh --workers [N] [--seconds S] [--rounds R]
+#                                    `bmo serve --workers N` (default 2) against 1 worker, same
+#                                    run: req/s and CPU per request at c=64, and where the
+#                                    driver ran (scripts/bench/workers.py)
 #
 # Everything binds 127.0.0.1. Every process started is stopped on exit, failure, Ctrl-C or TERM.
 set -euo pipefail
@@ -76,6 +80,9 @@ if [ "${1:-}" = "--ab" ]; then
 elif [ "${1:-}" = "--calls" ]; then
   shift
   "$PY" scripts/bench/calls.py --workdir "$WORK" --pidfile "$PIDFILE" "$@" &
+elif [ "${1:-}" = "--workers" ]; then
+  shift
+  "$PY" scripts/bench/workers.py --workdir "$WORK" --pidfile "$PIDFILE" "$@" &
 else
   BENCH_CMD="scripts/bench.sh${*:+ $*}" BENCH_WORKDIR="$WORK" BENCH_PIDFILE="$PIDFILE" \
     "$PY" scripts/bench/run.py "$@" &

@@ -118,8 +118,8 @@ EOF
 for want in $expected; do
   compgen -G "$DIR/_internal/$want*" >/dev/null || die "$want* is not in $DIR/_internal"
 done
-# The packaged defaults must be exactly the source files.
-for f in internal/bmo/defaults/*.yaml internal/bmo/defaults/agents/*.yaml; do
+# The packaged defaults and the web console's files must be exactly the source files.
+for f in internal/bmo/defaults/*.yaml internal/bmo/defaults/agents/*.yaml internal/bmo/ui/*.{html,js,css}; do
   rel=${f#internal/}
   cmp -s "$f" "$DIR/_internal/$rel" || die "$rel is not in $DIR/_internal (or differs from $f)"
 done

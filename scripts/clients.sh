@@ -10,6 +10,7 @@ CLIENTS=(
   "@openai/codex@0.171.0"
   "@continuedev/cli@1.5.47"  # Continue's `cn`: tests/test_readme_clients.py runs README's Continue config
   "openai@7.59.0"            # the openai npm package: README's Node snippet (tests/test_readme_clients.py)
+  "@modelcontextprotocol/server-filesystem@2026.8.31"  # a published MCP server over stdio (tests/test_mcp_published.py)
 )
 if ! command -v npm >/dev/null 2>&1; then
   if [ -n "${CI:-}" ] && [ "$(id -u)" = 0 ]; then

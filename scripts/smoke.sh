@@ -12,6 +12,8 @@
 #   1. `bmo version` (and how long it takes)
 #   2. `bmo serve --port 0` on an empty home; time from exec to /health answering (time-to-ready)
 #   3. auth: no key -> 401; BMO_API_KEY as Bearer -> 200 on /v1/models with the `default` agent
+#   3b. the web console: GET /ui and every asset it names answer 200 without a key, with their
+#      content type, the Content-Security-Policy and nosniff (package data inside the binary)
 #   4. a streamed chat with `default` (echo provider): role chunk, content, finish_reason stop, [DONE]
 #   5. OPTIONAL, once the binary has them (skipped with a message otherwise):
 #        a. `bmo api-key create` mints a key that the running server accepts
@@ -143,6 +145,29 @@ models=$(curl -fsS "${AUTH[@]}" "$base/v1/models") || die "GET /v1/models with B
 grep -qE '"object": ?"list"' <<<"$models" || die "/v1/models: $models"
 grep -qE '"id": ?"default"' <<<"$models" || die "/v1/models has no 'default': $models"
 ok "no key -> 401; wrong key -> 401; Bearer \$BMO_API_KEY -> /v1/models lists default"
+
+# 3b. the web console: public page and assets, read from the binary's package data ----------------------
+CSP="default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
+frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+ui_get() {  # PATH CONTENT-TYPE: 200 without a key, that type, the CSP, nosniff, a body
+  code=$(curl -sS -D "$tmp/uihead" -o "$tmp/uibody" -w '%{http_code}' "$base$1") || die "GET $1 failed"
+  [ "$code" = 200 ] || die "GET $1 without a key answered $code, expected 200"
+  grep -qi "^content-type: $2" "$tmp/uihead" || die "GET $1: not $2: $(grep -i '^content-type' "$tmp/uihead")"
+  grep -qiF "content-security-policy: $CSP" "$tmp/uihead" || die "GET $1: no or another Content-Security-Policy"
+  grep -qi '^x-content-type-options: nosniff' "$tmp/uihead" || die "GET $1: no X-Content-Type-Options: nosniff"
+  [ -s "$tmp/uibody" ] || die "GET $1: empty body"
+}
+ui_get /ui text/html
+assets=$(grep -oE '(src|href)="/ui/[^"]+"' "$tmp/uibody" | sed -E 's/^[a-z]+="([^"]+)"$/\1/')
+[ -n "$assets" ] || die "/ui names no script or style sheet"
+for a in $assets; do
+  case "$a" in
+    *.js) ui_get "$a" text/javascript ;;
+    *.css) ui_get "$a" text/css ;;
+    *) die "/ui names an asset of an unknown kind: $a" ;;
+  esac
+done
+ok "web console: /ui and its assets ($(echo $assets)) public, with CSP and nosniff"
 
 # 4. a streamed chat ---------------------------------------------------------------------------------
 curl -fsS -N "${AUTH[@]}" -D "$tmp/headers" -o "$tmp/sse" "$base/v1/chat/completions" \

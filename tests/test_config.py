@@ -138,3 +138,52 @@ def test_the_config_remembers_where_each_key_was(tmp_path: Path) -> None:
     assert cfg.where("model_aliases.gpt-5*") == "model_aliases.gpt-5* (line 4)"
     assert cfg.where("auth.mode") == "auth.mode"  # not in the file: no line to name
     assert load_config(tmp_path, env={}) == cfg  # the line index is not part of the config's value
+
+
+def test_mcp_servers_and_teams_are_read_and_checked(tmp_path: Path) -> None:
+    from bmo.config import as_dict
+
+    (tmp_path / "config.yaml").write_text(
+        "mcp_servers:\n"
+        "  fs: {command: 'npx -y server-fs /srv', env: {TOKEN: '${FS_TOKEN}', PLAIN: secret}}\n"
+        "  docs: {url: 'http://127.0.0.1:8931/mcp', headers: {Authorization: 'Bearer abc'}, timeout_s: 5}\n"
+        "teams:\n  duo: {agents: [default]}\n"
+    )
+    cfg = load_config(tmp_path, env={})
+    assert cfg.mcp_servers["fs"].command == ["npx", "-y", "server-fs", "/srv"]
+    assert cfg.mcp_servers["docs"].timeout_s == 5 and cfg.mcp_servers["docs"].startup_timeout_s == 60
+    assert cfg.teams["duo"].strategy == "fallback"
+    shown = as_dict(cfg)["mcp_servers"]
+    assert shown["fs"]["env"] == {"TOKEN": "${FS_TOKEN}", "PLAIN": "***"}  # a written-out secret is never shown
+    assert shown["docs"]["headers"] == {"Authorization": "***"}
+    for bad, words in [
+        ("mcp_servers:\n  x: {}\n", "exactly one of `command`"),
+        ("mcp_servers:\n  x: {command: [a], url: 'http://h'}\n", "exactly one of `command`"),
+        ("mcp_servers:\n  x: {url: 'ftp://h'}\n", "http://"),
+        ("mcp_servers:\n  x: {command: [a], timeout_s: 0}\n", "> 0"),
+        ("mcp_servers:\n  x: {command: [a], colour: red}\n", "unknown key"),
+        ("mcp_servers:\n  'a b': {command: [a]}\n", "letters, digits"),
+        ("teams:\n  t: {agents: []}\n", "at least one agent"),
+    ]:
+        (tmp_path / "config.yaml").write_text(bad)
+        with pytest.raises(ConfigError) as e:
+            load_config(tmp_path, env={})
+        assert words in str(e.value), (bad, str(e.value))
+
+
+def test_agent_tools_name_builtins_or_configured_mcp_servers(tmp_path: Path) -> None:
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "config.yaml").write_text("mcp_servers:\n  fs: {command: [true]}\n")
+    agent = tmp_path / "agents" / "a.yaml"
+    agent.write_text("id: a\nmodel: local/echo\ntools: [calculator, fs/*, fs/read_file]\n")
+    cfg = load_config(tmp_path, env={})
+    assert load_agents(cfg)["a"].tools == ["calculator", "fs/*", "fs/read_file"]
+    for tools, words in [
+        ("[web/*]", "unknown MCP server 'web'"),
+        ("[fs/]", "names no tool"),
+        ("[browser]", "unknown tool 'browser'"),
+    ]:
+        agent.write_text(f"id: a\nmodel: local/echo\ntools: {tools}\n")
+        with pytest.raises(ConfigError) as e:
+            load_agents(cfg)
+        assert words in str(e.value) and "a.yaml" in str(e.value)

@@ -12,13 +12,15 @@ import pytest
 import typer
 
 from bmo.cli import app
-from bmo.config import _SECTIONS, _TOP_SCALARS, ENV_VARS
+from bmo.config import _SECTIONS, _TOP_SCALARS, ENV_VARS, McpServerConfig, TeamConfig
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
 def _settings() -> list[str]:
     keys = [f"{section}.{f.name}" for section, cls in _SECTIONS.items() for f in dataclasses.fields(cls)]
+    keys += [f"mcp_servers.NAME.{f.name}" for f in dataclasses.fields(McpServerConfig)]
+    keys += [f"teams.NAME.{f.name}" for f in dataclasses.fields(TeamConfig)]
     return keys + list(_TOP_SCALARS)
 
 

@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "bmo.posture": 1,
     "bmo.metrics": 1,
     "bmo.defaults": 1,
+    "bmo.ui": 1,  # the web console's files: pure data, like bmo.defaults
     "bmo.agents": 2,
     "bmo.tools": 2,
     "bmo.providers": 2,
@@ -40,6 +41,7 @@ LAYERS: dict[str, int] = {
     "bmo.service": 4,
     "bmo.recorder": 4,
     "bmo.sessions": 4,
+    "bmo.workers": 4,  # one worker of `bmo serve --workers N`: its share, its published counters
     "bmo.runtime": 5,
     "bmo.server": 6,
     "bmo.cli": 6,
@@ -51,12 +53,14 @@ THIRD_PARTY: dict[str, set[str] | None] = {
     "orjson": None,
     "uvloop": {"bmo.server", "bmo.cli"},  # the CLI's `bmo serve` runs the loop the server serves on
     "yaml": {"bmo.config"},
-    "aiohttp": {"bmo.providers", "bmo.server"},
+    "aiohttp": {"bmo.providers", "bmo.tools", "bmo.server"},  # tools: the MCP streamable-HTTP client
     "aiohttp.web": {"bmo.server"},
     "aiosqlite": {"bmo.store"},
     "typer": {"bmo.cli"},
     "rich": {"bmo.cli"},
-    "mcp": {"bmo.tools"},
+    # nobody: bmo speaks MCP with its own client (bmo.tools.mcp*); the official SDK, with its
+    # server stack and compiled dependencies, may only serve the tests
+    "mcp": set(),
 }
 
 # (importer, imported, why): no module within `importer` may import anything within `imported`.
@@ -227,6 +231,8 @@ BAD: list[tuple[str, str, str, str]] = [
     ("bmo.protocol.completions", "completions.py", "import bmo.protocol.responses\n", "(responses)"),
     ("bmo.chat", "chat.py", "from .config import Config\n", "(layer 0) imports bmo.config (layer 1)"),
     ("bmo.agents", "agents.py", "from aiohttp import web\n", "only ['bmo.server'] may"),
+    ("bmo.tools.mcp", "mcp.py", "from mcp import ClientSession\n", "only [] may"),
+    ("bmo.tools.mcp_http", "mcp_http.py", "from aiohttp import web\n", "only ['bmo.server'] may"),
 ]
 
 GOOD: list[tuple[str, str, str]] = [

@@ -2,7 +2,8 @@
 
 An agent is what a client names in `model`. Resolution order (SPEC §4), first match wins:
 header `X-BMO-Agent`; `default` or no model → the configured default agent; an agent id;
-`agent:<id>` / `bmo:<id>`; a provider route `<provider>/<model>` when `expose_routes` is on; the
+`agent:<id>` / `bmo:<id>`; `team:<name>` (a `Team`, SPEC §10); a provider route
+`<provider>/<model>` when `expose_routes` is on; the
 first `model_aliases` glob (config.yaml, `fnmatch.fnmatchcase`) that matches. Anything else is 404
 `model_not_found`. Aliases are not model ids of their own: `/v1/models` lists agents, not globs.
 """
@@ -10,6 +11,7 @@ first `model_aliases` glob (config.yaml, `fnmatch.fnmatchcase`) that matches. An
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from importlib import resources
@@ -47,7 +49,54 @@ class AgentSpec:
         return self.model.split("/", 1)[1]
 
 
-def parse_agent(data: Any, source: str, lines: dict[str, int], providers: set[str]) -> AgentSpec:
+@dataclass(slots=True)
+class Team:
+    """`team:NAME`: agents in order and a strategy. `order()` is the order to try them in for one
+    request: as listed (`fallback`), or starting one further each time (`round_robin`; the rest
+    follow, so a failing agent still falls over to the next)."""
+
+    name: str
+    agents: list[AgentSpec]
+    strategy: str = "fallback"
+    _turn: int = 0
+
+    @property
+    def id(self) -> str:
+        return TEAM_PREFIX + self.name
+
+    def order(self) -> list[AgentSpec]:
+        if self.strategy != "round_robin" or len(self.agents) < 2:
+            return self.agents
+        i = self._turn % len(self.agents)
+        self._turn = i + 1
+        return [*self.agents[i:], *self.agents[:i]]
+
+
+TEAM_PREFIX = "team:"
+Target = AgentSpec | Team  # what a model id names
+
+
+def tool_name_problem(name: str, mcp_servers: Collection[str]) -> str | None:
+    """Why `name` cannot be in an agent's `tools` (None: it can). A built-in, or an MCP server's
+    tools as `SERVER/*` or `SERVER/TOOL`; whether that TOOL exists is known only once the server
+    has listed its tools (bmo.tools.registry checks it at start-up)."""
+    if name in BUILTINS:
+        return None
+    server, slash, tool = name.partition("/")
+    if not slash:
+        known = ", ".join([*BUILTINS, *(f"{s}/*" for s in sorted(mcp_servers))])
+        return f"unknown tool {name!r} (known: {known})"
+    if server not in mcp_servers:
+        configured = ", ".join(sorted(mcp_servers)) or "none"
+        return f"unknown MCP server {server!r} in {name!r} (mcp_servers in config.yaml: {configured})"
+    if not tool:
+        return f"{name!r} names no tool: use {server}/* for all of its tools, or {server}/TOOL"
+    return None
+
+
+def parse_agent(
+    data: Any, source: str, lines: dict[str, int], providers: set[str], mcp_servers: Collection[str] = ()
+) -> AgentSpec:
     def where(key: str) -> str:
         return f"{key} (line {lines[key]})" if key in lines else key
 
@@ -78,8 +127,9 @@ def parse_agent(data: Any, source: str, lines: dict[str, int], providers: set[st
     if not isinstance(tools, list) or not all(isinstance(t, str) for t in tools):
         raise ConfigError(source, where("tools"), "`tools` must be a list of tool names")
     for t in tools:
-        if t not in BUILTINS:
-            raise ConfigError(source, where("tools"), f"unknown tool {t!r} (built-in: {', '.join(BUILTINS)})")
+        problem = tool_name_problem(t, mcp_servers)
+        if problem is not None:
+            raise ConfigError(source, where("tools"), problem)
     params = data.get("params") or {}
     if not isinstance(params, dict):
         raise ConfigError(source, where("params"), "`params` must be a mapping")
@@ -127,7 +177,7 @@ def load_agents(cfg: Config) -> dict[str, AgentSpec]:
         seen: dict[str, str] = {}
         for path in sorted([*d.glob("*.yaml"), *d.glob("*.yml")]):
             data, lines = read_yaml(path)
-            spec = parse_agent(data, str(path), lines, providers)
+            spec = parse_agent(data, str(path), lines, providers, cfg.mcp_servers)
             if spec.id in seen:
                 raise ConfigError(str(path), "id", f"agent id {spec.id!r} is also defined in {seen[spec.id]}")
             seen[spec.id] = str(path)
@@ -138,23 +188,42 @@ def load_agents(cfg: Config) -> dict[str, AgentSpec]:
             "default_agent",
             f"no agent {cfg.default_agent!r} (known: {', '.join(sorted(agents))})",
         )
-    alias_targets(cfg, agents)
+    alias_targets(cfg, agents, load_teams(cfg, agents))
     return agents
 
 
-def alias_targets(cfg: Config, agents: dict[str, AgentSpec]) -> list[tuple[str, AgentSpec]]:
-    """`model_aliases` as (glob, agent) in file order; a glob naming no known agent is a ConfigError
-    (checked at load, so a typo stops start-up instead of turning into 404s later)."""
-    out: list[tuple[str, AgentSpec]] = []
+def load_teams(cfg: Config, agents: dict[str, AgentSpec]) -> dict[str, Team]:
+    """`teams:` as `Team`s; a team naming no known agent is a ConfigError (checked at load)."""
+    teams: dict[str, Team] = {}
+    for name, tc in cfg.teams.items():
+        members: list[AgentSpec] = []
+        for aid in tc.agents:
+            if aid not in agents:
+                raise ConfigError(
+                    str(cfg.config_file),
+                    cfg.where(f"teams.{name}.agents"),
+                    f"no agent {aid!r} (known: {', '.join(sorted(agents))})",
+                )
+            members.append(agents[aid])
+        teams[name] = Team(name, members, tc.strategy)
+    return teams
+
+
+def alias_targets(cfg: Config, agents: dict[str, AgentSpec], teams: dict[str, Team]) -> list[tuple[str, Target]]:
+    """`model_aliases` as (glob, agent or team) in file order; a glob naming no known agent or
+    `team:NAME` is a ConfigError (checked at load, so a typo stops start-up instead of turning
+    into 404s later)."""
+    out: list[tuple[str, Target]] = []
     for glob, target in cfg.model_aliases.items():
-        spec = agents.get(target)
-        if spec is None:
+        found: Target | None = agents.get(target)
+        if target.startswith(TEAM_PREFIX):
+            found = teams.get(target[len(TEAM_PREFIX) :])
+        if found is None:
+            known = ", ".join([*sorted(agents), *(t.id for t in teams.values())])
             raise ConfigError(
-                str(cfg.config_file),
-                cfg.where(f"model_aliases.{glob}"),
-                f"no agent {target!r} (known: {', '.join(sorted(agents))})",
+                str(cfg.config_file), cfg.where(f"model_aliases.{glob}"), f"no agent {target!r} (known: {known})"
             )
-        out.append((glob, spec))
+        out.append((glob, found))
     return out
 
 
@@ -167,27 +236,31 @@ class AgentRegistry:
         routes = {a.model for a in agents.values()} | {"local/echo"}
         self._routes = sorted(routes)
         self._route_agents: dict[str, AgentSpec] = {}
-        self.aliases = alias_targets(cfg, agents)
+        self.teams = load_teams(cfg, agents)
+        self.aliases = alias_targets(cfg, agents, self.teams)
 
     def model_ids(self) -> list[str]:
         ids = ["default", *sorted(a for a in self.agents if a != "default")]
+        ids += [t.id for t in self.teams.values()]
         if self.expose_routes:
             ids += self._routes
         return ids
 
-    def resolve(self, model: str | None, header: str | None = None) -> AgentSpec:
+    def resolve(self, model: str | None, header: str | None = None) -> Target:
         if header:
             return self._lookup(header.strip(), header.strip())
         if model is None or model == "" or model == "default":
             return self.default
         return self._lookup(model, model)
 
-    def _lookup(self, name: str, shown: str) -> AgentSpec:
+    def _lookup(self, name: str, shown: str) -> Target:
         if name == "default":
             return self.default
         spec = self.agents.get(name)
         if spec is not None:
             return spec
+        if name.startswith(TEAM_PREFIX) and name[len(TEAM_PREFIX) :] in self.teams:
+            return self.teams[name[len(TEAM_PREFIX) :]]
         for prefix in ("agent:", "bmo:"):
             if name.startswith(prefix) and name[len(prefix) :] in self.agents:
                 return self.agents[name[len(prefix) :]]
@@ -200,9 +273,9 @@ class AgentRegistry:
                     if len(self._route_agents) < 1024:  # bounded: clients choose these names
                         self._route_agents[name] = spec
                 return spec
-        for glob, spec in self.aliases:
+        for glob, target in self.aliases:
             if fnmatchcase(name, glob):
-                return spec
+                return target
         raise NotFound(
             f"The model `{shown}` does not exist or you do not have access to it.",
             code="model_not_found",

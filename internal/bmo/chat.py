@@ -220,6 +220,18 @@ class ServerToolResult:
     name: str
     output: str
     is_error: bool = False
+    server: str | None = None  # the MCP server that ran it; None for a built-in
+    duration_ms: float = 0.0
+    images: list[tuple[str, str]] | None = None  # (mime type, base64 data): image parts for the model
+
+    def content(self) -> Content:
+        """The tool message's content: the text, with the images as `image_url` parts after it."""
+        if not self.images:
+            return self.output
+        parts: list[dict[str, Any]] = [{"type": "text", "text": self.output}]
+        for mime, data in self.images:
+            parts.append({"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}})
+        return parts
 
 
 Event = (

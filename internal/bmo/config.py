@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import shlex
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -38,6 +39,7 @@ class ServerConfig:
     header_timeout_s: float = 10  # a connection must send complete headers (and keep a body coming) this fast
     max_connections: int = 1024  # open client connections at once (lowered to fit the open-file limit)
     metrics_public: bool = False  # true: GET /metrics needs no key (for a scraper on a private network)
+    workers: int = 1  # serving processes on one port (SO_REUSEPORT, Linux); "auto": one per CPU
 
 
 @dataclass(slots=True)
@@ -54,6 +56,33 @@ class ProviderConfig:
     connect_timeout_s: float = 10
     headers: dict[str, str] = field(default_factory=dict)
     max_response_mb: float = 32  # an upstream answer (whole or streamed) larger than this is 502 upstream_too_large
+
+
+@dataclass(slots=True)
+class McpServerConfig:
+    """One MCP tool server (SPEC §9): a stdio `command` or a streamable-HTTP `url`, never both.
+    `${VAR}` in `env` and `headers` values is expanded from bmo's environment when the server is
+    started, so secrets stay out of the file (and out of `bmo config show-openai-compat`)."""
+
+    command: list[str] = field(default_factory=list)  # argv; a string is split like a shell would
+    url: str = ""
+    env: dict[str, str] = field(default_factory=dict)  # what the child sees besides PATH and HOME
+    headers: dict[str, str] = field(default_factory=dict)  # sent on every HTTP request
+    cwd: str | None = None
+    timeout_s: float = 120  # one tools/call; past it the call is cancelled and the model reads an error
+    startup_timeout_s: float = 60  # start + initialize + tools/list (npx cold starts take ~20 s)
+
+
+TEAM_STRATEGIES = ("fallback", "round_robin")
+
+
+@dataclass(slots=True)
+class TeamConfig:
+    """`team:NAME` (SPEC §10): agents in order and how to pick one. The ids are checked where
+    agents are loaded (bmo.agents)."""
+
+    agents: list[str] = field(default_factory=list)
+    strategy: str = "fallback"  # fallback | round_robin
 
 
 @dataclass(slots=True)
@@ -99,6 +128,8 @@ class Config:
     # checked where agents are loaded (bmo.agents), since only there are the agent ids known.
     model_aliases: dict[str, str] = field(default_factory=dict)
     agents_dir: str = "agents"
+    mcp_servers: dict[str, McpServerConfig] = field(default_factory=dict)
+    teams: dict[str, TeamConfig] = field(default_factory=dict)
     openai_compat: OpenAICompatConfig = field(default_factory=OpenAICompatConfig)
     sessions: SessionsConfig = field(default_factory=SessionsConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
@@ -135,6 +166,7 @@ _SECTIONS: dict[str, type] = {
     "responses": ResponsesConfig,
 }
 _TOP_SCALARS = {"default_agent": str, "agents_dir": str}
+_MAPPINGS = ("providers", "model_aliases", "mcp_servers", "teams")  # name -> mapping; the file alone sets them
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("auth", "mode"): ("keys", "none"),
@@ -146,6 +178,7 @@ _POSITIVE = {
     ("server", "max_body_mb"),
     ("server", "header_timeout_s"),
     ("server", "max_connections"),
+    ("server", "workers"),
     ("openai_compat", "concurrency"),
     ("openai_compat", "max_steps"),
     ("openai_compat", "keepalive_s"),
@@ -285,8 +318,12 @@ def _apply_file(cfg: Config, path: Path) -> None:
                 cfg.providers[str(name)] = _provider(str(name), pv, src, where, f"providers.{name}")
         elif key == "model_aliases":
             cfg.model_aliases = _aliases(value, src, where)
+        elif key == "mcp_servers":
+            cfg.mcp_servers = _named(value, src, where, key, _mcp_server)
+        elif key == "teams":
+            cfg.teams = _named(value, src, where, key, _team)
         else:
-            known = ", ".join(sorted([*_SECTIONS, *_TOP_SCALARS, "providers", "model_aliases"]))
+            known = ", ".join(sorted([*_SECTIONS, *_TOP_SCALARS, *_MAPPINGS]))
             raise ConfigError(src, where(str(key)), f"unknown key (known: {known})")
 
 
@@ -307,6 +344,60 @@ def _aliases(raw: Any, src: str, where: Any) -> dict[str, str]:
             raise ConfigError(src, where(key), f"must name an agent id, got {target!r}")
         out[glob] = target.strip()
     return out
+
+
+def _named(raw: Any, src: str, where: Any, section: str, one: Any) -> dict[str, Any]:
+    """A `name -> mapping` section (`mcp_servers`, `teams`), each entry read by `one`."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(src, where(section), "must be a mapping of name -> settings")
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        name = str(name)
+        if not name or not all(c.isalnum() or c in "-_" for c in name):
+            raise ConfigError(src, where(f"{section}.{name}"), "a name may hold only letters, digits, '-' and '_'")
+        out[name] = one(value, src, where, f"{section}.{name}")
+    return out
+
+
+def _fields(cls: Any, raw: Any, src: str, where: Any, key: str, what: str) -> Any:
+    """A dataclass `cls` from the mapping `raw`, each value coerced to its field's type."""
+    if not isinstance(raw, dict):
+        raise ConfigError(src, where(key), f"{what} must be a mapping")
+    obj = cls()
+    hints = get_type_hints(cls)
+    for k, v in raw.items():
+        if k not in hints:
+            known = ", ".join(f.name for f in dataclasses.fields(cls))
+            raise ConfigError(src, where(f"{key}.{k}"), f"unknown key (known: {known})")
+        if k == "command" and isinstance(v, str):
+            v = shlex.split(v)
+        setattr(obj, k, _coerce(v, hints[k], src, where(f"{key}.{k}")))
+    return obj
+
+
+def _mcp_server(raw: Any, src: str, where: Any, key: str) -> McpServerConfig:
+    mc: McpServerConfig = _fields(McpServerConfig, raw, src, where, key, "an MCP server")
+    if bool(mc.command) == bool(mc.url):
+        raise ConfigError(
+            src, where(key), "needs exactly one of `command` (a stdio server) or `url` (a streamable-HTTP server)"
+        )
+    if mc.url and not mc.url.startswith(("http://", "https://")):
+        raise ConfigError(src, where(f"{key}.url"), "must start with http:// or https://")
+    for k in ("timeout_s", "startup_timeout_s"):
+        if getattr(mc, k) <= 0:
+            raise ConfigError(src, where(f"{key}.{k}"), "must be > 0")
+    return mc
+
+
+def _team(raw: Any, src: str, where: Any, key: str) -> TeamConfig:
+    tc: TeamConfig = _fields(TeamConfig, raw, src, where, key, "a team")
+    if not tc.agents:
+        raise ConfigError(src, where(f"{key}.agents"), "a team needs at least one agent")
+    if tc.strategy not in TEAM_STRATEGIES:
+        raise ConfigError(src, where(f"{key}.strategy"), f"must be one of {', '.join(TEAM_STRATEGIES)}")
+    return tc
 
 
 def _provider(name: str, raw: Any, src: str, where: Any, key: str) -> ProviderConfig:
@@ -390,6 +481,8 @@ def _set(cfg: Config, section: str, key: str, value: Any, src: str, where: str) 
     if key not in hints or (not section and key not in _TOP_SCALARS):
         known = ", ".join(f.name for f in dataclasses.fields(cls)) if section else ", ".join(_TOP_SCALARS)
         raise ConfigError(src, where, f"unknown key (known: {known})")
+    if (section, key) == ("server", "workers") and str(value).strip().lower() == "auto":
+        value = os.cpu_count() or 1
     v = _coerce(value, hints[key], src, where)
     choices = _CHOICES.get((section, key))
     if choices and v not in choices:
@@ -443,4 +536,11 @@ def as_dict(cfg: Config) -> dict[str, Any]:
     d["config_file"] = str(cfg.config_file) if cfg.config_file else None
     d.pop("config_written", None)
     d.pop("lines", None)
+    for server in d.get("mcp_servers", {}).values():
+        for part in ("env", "headers"):  # `${VAR}` references are shown; a value written out is not
+            server[part] = {k: v if _is_reference(v) else "***" for k, v in server[part].items()}
     return d
+
+
+def _is_reference(value: str) -> bool:
+    return value.startswith("${") and value.endswith("}") and value.count("$") == 1

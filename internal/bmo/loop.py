@@ -20,6 +20,7 @@ history will not contain them, and the model calls them again if it still needs 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,9 +54,8 @@ from bmo.chat import (
 )
 from bmo.errors import InvalidRequest
 from bmo.providers import ModelCall, Provider
-from bmo.tools import Tool, ToolFailed
+from bmo.tools import Tool, ToolFailed, ToolOutput
 
-TOOL_TIMEOUT_S = 30  # one server-side tool call; a hung tool must not hold a run forever
 UNSUPPORTED = {"n": lambda v: v != 1}  # one choice per run: an agent run is one conversation
 
 
@@ -80,7 +80,7 @@ class Plan:
 def plan_run(
     agent: AgentSpec,
     req: ChatRequest,
-    server_tools: dict[str, Tool],
+    server_tools: dict[str, Tool],  # the agent's own, by exposed name (ChatService.tools_for)
     *,
     system_policy: str,
     max_steps: int,
@@ -113,8 +113,8 @@ def plan_run(
         else:
             params[k] = v
 
-    tools = [server_tools[name].spec for name in agent.tools if name in server_tools]
-    own = {t.name for t in tools}
+    tools = [t.spec for t in server_tools.values()]
+    own = server_tools.keys()
     client: set[str] = set()
     for t in req.tools:
         if t.name in own:
@@ -127,7 +127,7 @@ def plan_run(
         messages=messages,
         params=params,
         tools=tools,
-        server_tools={n: server_tools[n] for n in agent.tools if n in server_tools},
+        server_tools=server_tools,
         client_tools=frozenset(client),
         tool_choice=req.tool_choice,
         max_steps=agent.max_steps or max_steps,
@@ -204,7 +204,7 @@ class _Steps:
             result = await _run_tool(self.plan.server_tools[tc.name], tc)
             self.observe(result)
             self.messages.append(
-                Message(role="tool", content=result.output, tool_call_id=tc.id, is_error=result.is_error)
+                Message(role="tool", content=result.content(), tool_call_id=tc.id, is_error=result.is_error)
             )
         # a forced choice applies to the first turn only, or the loop never ends
         tc_ = self.tool_choice
@@ -367,16 +367,23 @@ def _server_calls(calls: dict[int, _Call], step: int) -> list[ToolCall]:
 
 
 async def _run_tool(tool: Tool, tc: ToolCall) -> ServerToolResult:
+    """One server-side call; whatever happens is a result the model reads, never an exception
+    (a cancelled run, the client gone, is the one thing that propagates)."""
+    t0 = time.monotonic()
+    server = tool.server
     try:
         args = orjson.loads(tc.arguments) if tc.arguments.strip() else {}
         if not isinstance(args, dict):
             raise ToolFailed("arguments must be a JSON object")
-        async with asyncio.timeout(TOOL_TIMEOUT_S):
+        async with asyncio.timeout(tool.timeout_s):
             out = await tool.run(args)
-        return ServerToolResult(call_id=tc.id, name=tc.name, output=out)
     except orjson.JSONDecodeError as e:
-        return ServerToolResult(tc.id, tc.name, f"error: arguments are not valid JSON: {e}", True)
+        out = ToolOutput(f"error: arguments are not valid JSON: {e}", True)
     except ToolFailed as e:
-        return ServerToolResult(tc.id, tc.name, f"error: {e}", True)
+        out = ToolOutput(f"error: {e}", True)
     except TimeoutError:
-        return ServerToolResult(tc.id, tc.name, f"error: tool took longer than {TOOL_TIMEOUT_S}s", True)
+        out = ToolOutput(f"error: tool took longer than {tool.timeout_s:g}s", True)
+    ms = (time.monotonic() - t0) * 1000
+    if isinstance(out, str):
+        return ServerToolResult(tc.id, tc.name, out, False, server, ms)
+    return ServerToolResult(tc.id, tc.name, out.text, out.is_error, server, ms, out.images or None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
+from typing import Any
 
 from bmo.runs import Persistence, RunRecord
 
@@ -39,6 +40,35 @@ class Metrics:
             self.upstream_errors[r.upstream_route or "none"] += 1
         self.tokens["prompt"] += r.prompt_tokens
         self.tokens["completion"] += r.completion_tokens
+
+    def to_json(self) -> dict[str, Any]:
+        """The counters, for the `workers` table (bmo.workers): what another worker sums, and
+        what a worker restarted on the same slot continues from."""
+        return {
+            "requests": [[route, status, outcome, n] for (route, status, outcome), n in self.requests.items()],
+            "hist": self.hist,
+            "hist_sum": dict(self.hist_sum),
+            "upstream_errors": dict(self.upstream_errors),
+            "tokens": self.tokens,
+        }
+
+    def add(self, d: dict[str, Any]) -> None:
+        """Add counters published by `to_json` (a worker's, or this slot's predecessor's)."""
+        for route, status, outcome, n in d.get("requests", ()):
+            self.requests[(str(route), int(status), str(outcome))] += int(n)
+        for route, counts in d.get("hist", {}).items():
+            b = self.hist.get(route)
+            if b is None:
+                b = self.hist[route] = [0] * (len(BUCKETS) + 1)
+            for i, c in enumerate(counts[: len(b)]):
+                b[i] += int(c)
+        for route, v in d.get("hist_sum", {}).items():
+            self.hist_sum[route] += float(v)
+        for route, n in d.get("upstream_errors", {}).items():
+            self.upstream_errors[route] += int(n)
+        for kind, n in d.get("tokens", {}).items():
+            if kind in self.tokens:
+                self.tokens[kind] += int(n)
 
     def render(self, *, in_flight: int, persistence: Persistence) -> str:
         out: list[str] = [

@@ -105,6 +105,8 @@ def build_posture(
     started_at: float | None = None,
     now: float | None = None,
     store_problem: str | None = None,
+    mcp_servers: list[dict[str, Any]] | None = None,
+    workers: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """`store_problem`: why the store is not usable (what makes GET /health answer 503), so
     that posture and /health always agree (SPEC §6)."""
@@ -120,7 +122,7 @@ def build_posture(
         state = "ready"
     uas = Counter(row[4] or "(none)" for row in rows)
     clients = Counter(row[5] or "(unknown)" for row in rows)
-    return {
+    out = {
         "object": "openai_compat.posture",
         "state": state,
         "source": source,
@@ -136,5 +138,9 @@ def build_posture(
         "by_outcome": _groups(rows, 2, "outcome"),
         "top_user_agents": [{"client_ua": ua, "count": n} for ua, n in uas.most_common(TOP_UAS)],
         "top_clients": [{"client": c, "count": n} for c, n in clients.most_common(TOP_UAS)],
+        "mcp_servers": mcp_servers or [],  # each one's state, tools and last error (SPEC §6, §9)
         "recent_runs": [r.to_json() for r in window.recent()],
     }
+    if workers is not None:  # `bmo serve --workers N`: each worker, its pid and restarts (SPEC §11)
+        out["workers"] = workers
+    return out

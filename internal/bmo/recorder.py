@@ -41,6 +41,10 @@ class AccessLog:
         self._timer: asyncio.TimerHandle | None = None
         self._second = -1
         self._stamp = ""
+        # With several workers on one stderr (`--workers N`), each write is at most this many
+        # bytes and ends at a line's end, so that no line is cut into by another worker's
+        # (a pipe keeps writes of up to PIPE_BUF bytes whole). 0: one write per batch.
+        self.max_write = 0
 
     def emit(self, event: str, fields: dict[str, Any]) -> None:
         if self.fmt == "off":
@@ -82,10 +86,22 @@ class AccessLog:
         if self.out is None:
             return
         try:
+            if self.max_write and len(data) > self.max_write:
+                self._write_lines(data)
+                return
             self.out.write(data)
             self.out.flush()
         except (OSError, ValueError):  # stderr closed or gone: logging must never fail a request
             pass
+
+    def _write_lines(self, data: bytes) -> None:
+        assert self.out is not None
+        start = 0
+        while start < len(data):
+            end = data.rfind(b"\n", start, start + self.max_write) + 1 or start + self.max_write
+            self.out.write(data[start:end])
+            self.out.flush()  # one write(2) each (stderr's buffer would merge them again)
+            start = end
 
 
 class Recorder:

@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import Any
 
-from bmo.agents import AgentRegistry, AgentSpec
+from bmo.agents import AgentRegistry, AgentSpec, Team
 from bmo.chat import (
     ChatRequest,
     Completion,
@@ -40,16 +40,18 @@ from bmo.chat import (
     message_to_json,
 )
 from bmo.config import Config
-from bmo.errors import BmoError, NotFound, RateLimited, UpstreamError
+from bmo.errors import BmoError, NotFound, RateLimited, UpstreamError, UpstreamRateLimited
 from bmo.loop import Plan, plan_run, run_agent, run_agent_whole
 from bmo.providers import ModelCall, Provider
 from bmo.recorder import Recorder
 from bmo.runs import RunEvent, RunRecord, outcome_for
 from bmo.sessions import Bound, SessionManager, is_background_task, owner_of, session_name
 from bmo.store.responses import ResponseStore, StoredResponse
-from bmo.tools import BUILTINS, Tool
+from bmo.tools import Tool
+from bmo.tools.registry import ToolRegistry
 
 log = logging.getLogger("bmo.service")
+NO_TOOLS: dict[str, Tool] = {}  # an agent without server-side tools (never written to)
 
 
 class Run:
@@ -63,7 +65,8 @@ class Run:
         "caller_prefix", "model_requested", "stream", "agent", "plan", "provider", "bound",
         "ttfb_ms", "tool_calls", "server_tools_ran", "usage", "events", "session_id", "content",
         "status", "error", "client_gone", "first_byte_sent", "fired", "calls", "wants_all_text",
-        "answer", "keep", "new_input", "_events", "_req", "_headers", "_caller", "_slot",
+        "answer", "keep", "new_input", "team", "rest", "_events", "_req", "_headers", "_caller", "_slot",
+        "_warnings",
     )  # fmt: skip
 
     def __init__(
@@ -115,6 +118,8 @@ class Run:
         self.new_input: list[Message] = []  # what this request added to the conversation (stored)
         self._events: AsyncIterator[list[Event]] | None = None
         self._slot: Admission | None = None
+        self.team: Team | None = None  # the team the request named (SPEC §10)
+        self.rest: list[AgentSpec] = []  # its agents still to try when the current one fails
 
     def event(self, name: str, detail: dict[str, Any] | None = None) -> None:
         self.events.append(RunEvent(name, (time.monotonic() - self.started) * 1000, detail))
@@ -141,9 +146,15 @@ class Run:
     async def __aenter__(self) -> Run:
         svc = self.service
         req = self._req
-        agent = svc.agents.resolve(req.model, self._headers.get("X-BMO-Agent"))
+        target = svc.agents.resolve(req.model, self._headers.get("X-BMO-Agent"))
+        if isinstance(target, Team):
+            self.team = target
+            agent, *self.rest = target.order()
+            self.event("resolved", {"agent": agent.id, "upstream_route": agent.model, "team": target.id})
+        else:
+            agent = target
+            self.event("resolved", {"agent": agent.id, "upstream_route": agent.model})
         self.agent = agent
-        self.event("resolved", {"agent": agent.id, "upstream_route": agent.model})
         slot = svc.admission
         await slot.__aenter__()
         self._slot = slot
@@ -153,12 +164,16 @@ class Run:
             if svc.sessions is not None and req.prompt is None and not is_background_task(req):
                 named = session_name(self._headers, req, svc.cfg, agent)
                 if named is not None:
-                    self.bound = await svc.sessions.bind(owner_of(self._caller), named[0], named[1], agent, req)
+                    bound_to = self.team.id if self.team is not None else agent.id  # a team's session stays on it
+                    self.bound = await svc.sessions.bind(owner_of(self._caller), named[0], named[1], bound_to, req)
                     self.session_id = self.bound.session.id
                     self.wants_all_text = True
+            if self.rest:
+                self._warnings = list(req.warnings)  # each attempt's plan starts from the parser's
+            # as `_plan` does, inline: one call fewer on every request
             compat = svc.cfg.openai_compat
-            policy, steps = compat.system_messages, compat.max_steps
-            self.plan = plan_run(agent, req, svc.tools, system_policy=policy, max_steps=steps)
+            tools = svc.tools_for(agent) if agent.tools else NO_TOOLS
+            self.plan = plan_run(agent, req, tools, system_policy=compat.system_messages, max_steps=compat.max_steps)
             self.provider = svc.providers[agent.provider]
             if svc.recorder.store_content:
                 self.content = {"messages": [message_to_json(m) for m in req.messages], "answer": None}
@@ -168,6 +183,29 @@ class Run:
             await self.__aexit__()
             raise
         return self
+
+    def _plan(self, agent: AgentSpec) -> None:
+        """Plan the run for `agent` (a team's next one)."""
+        svc = self.service
+        compat = svc.cfg.openai_compat
+        tools = svc.tools_for(agent)
+        self.plan = plan_run(agent, self._req, tools, system_policy=compat.system_messages, max_steps=compat.max_steps)
+        self.provider = svc.providers[agent.provider]
+        self.agent = agent
+
+    def _fall_over(self, e: BmoError) -> bool:
+        """The current agent's upstream failed before the client had a byte of its answer: move
+        to the team's next agent (True), or not (False: no team left, nothing to retry, or a
+        failure another upstream would not fix). Each attempt is an event."""
+        if not self.rest or self.server_tools_ran or self.ttfb_ms is not None or not falls_over(e):
+            return False
+        assert self.agent is not None and self.team is not None
+        self.event("upstream_error", {"code": e.code, "message": e.message[:300], "agent": self.agent.id})
+        agent = self.rest.pop(0)
+        self.event("resolved", {"agent": agent.id, "upstream_route": agent.model, "team": self.team.id})
+        self._req.warnings = list(self._warnings)
+        self._plan(agent)
+        return True
 
     async def _stored(self, svc: ChatService, req: ChatRequest) -> None:
         """A request that continues a stored answer gets its conversation first (after the
@@ -205,13 +243,43 @@ class Run:
     def stream_events(self) -> AsyncIterator[list[Event]]:
         """The run's events in batches, as `run_agent` yields them."""
         assert self.plan is not None and self.provider is not None
+        if self.rest:
+            return self._stream_team()
         self._events = run_agent(self.plan, self.provider, observe=self)
         return self._events
+
+    async def _stream_team(self) -> AsyncIterator[list[Event]]:
+        """A team's run: its agents in turn until one gives a first batch (a generator layer that
+        only team runs pay)."""
+        while True:
+            assert self.plan is not None and self.provider is not None
+            events = self._events = run_agent(self.plan, self.provider, observe=self)
+            try:
+                first = await events.__anext__()
+            except BmoError as e:
+                if self._fall_over(e):
+                    continue
+                raise
+            break
+        yield first
+        async for batch in events:
+            yield batch
 
     def complete(self) -> Awaitable[Completion]:
         """The whole answer. The loop's own coroutine, not one more layer around it."""
         assert self.plan is not None and self.provider is not None
+        if self.rest:
+            return self._complete_team()
         return run_agent_whole(self.plan, self.provider, observe=self)
+
+    async def _complete_team(self) -> Completion:
+        while True:
+            assert self.plan is not None and self.provider is not None
+            try:
+                return await run_agent_whole(self.plan, self.provider, observe=self)
+            except BmoError as e:
+                if not self._fall_over(e):
+                    raise
 
     def failed(self, e: BmoError) -> BmoError:
         """The run failed with `e`, which the client is about to be told; returns it, marked
@@ -280,7 +348,13 @@ class Run:
         elif isinstance(ev, ServerToolResult):
             self.tool_calls += 1
             self.server_tools_ran = True
-            self.event("tool_result", {"name": ev.name, "is_error": ev.is_error})
+            # which server ran it (None: a built-in) and how long it took (SPEC §9)
+            detail: dict[str, Any] = {
+                "name": ev.name, "server": ev.server, "is_error": ev.is_error, "duration_ms": round(ev.duration_ms, 1)
+            }  # fmt: skip
+            if ev.is_error:
+                detail["error"] = ev.output[:300]
+            self.event("tool_result", detail)
         elif isinstance(ev, Usage):
             self.usage = ev
 
@@ -328,7 +402,7 @@ class ChatService:
         agents: AgentRegistry,
         providers: dict[str, Provider],
         recorder: Recorder,
-        tools: dict[str, Tool] | None = None,
+        tools: ToolRegistry | None = None,
         sessions: SessionManager | None = None,
         responses: ResponseStore | None = None,
     ) -> None:
@@ -338,21 +412,35 @@ class ChatService:
         self.agents = agents
         self.providers = providers
         self.recorder = recorder
-        self.tools: dict[str, Tool] = tools if tools is not None else {n: cls() for n, cls in BUILTINS.items()}
+        self.tools = tools if tools is not None else ToolRegistry({})
+        self._agent_tools: dict[str, tuple[int, dict[str, Tool]]] = {}  # agent id -> (generation, its tools)
         compat = cfg.openai_compat
         self.admission = Admission(compat.concurrency, compat.queue_timeout_s)
+
+    def tools_for(self, agent: AgentSpec) -> dict[str, Tool]:
+        """The agent's server-side tools by exposed name, resolved again only when a tool server's
+        list has changed since (the registry's generation)."""
+        if not agent.tools:
+            return {}
+        gen = self.tools.generation
+        hit = self._agent_tools.get(agent.id)
+        if hit is None or hit[0] != gen:
+            hit = self._agent_tools[agent.id] = (gen, self.tools.resolve(agent.tools))
+        return hit[1]
 
     async def count_tokens(self, run: Run, req: ChatRequest, headers: Mapping[str, str]) -> int:
         """The input tokens of what the agent would send for `req` (its prompt, the messages and
         every tool it offers): the upstream's own count where its provider has one, else
         `chat.estimate_tokens`. No run slot, no session: nothing is generated."""
-        agent = self.agents.resolve(req.model, headers.get("X-BMO-Agent"))
+        target = self.agents.resolve(req.model, headers.get("X-BMO-Agent"))
+        agent = target.agents[0] if isinstance(target, Team) else target  # counted for the first agent
         run.model_requested = req.model
         run.agent = agent
         run.event("resolved", {"agent": agent.id, "upstream_route": agent.model})
         self.fire(run)
         compat = self.cfg.openai_compat
-        plan = plan_run(agent, req, self.tools, system_policy=compat.system_messages, max_steps=compat.max_steps)
+        tools = self.tools_for(agent)
+        plan = plan_run(agent, req, tools, system_policy=compat.system_messages, max_steps=compat.max_steps)
         call = ModelCall(
             model=agent.upstream_model,
             messages=plan.messages,
@@ -393,6 +481,16 @@ class ChatService:
             self.recorder.finish(run.record())
         except Exception:
             log.exception("could not record run %s", run.request_id)
+
+
+def falls_over(e: BmoError) -> bool:
+    """An upstream failure another agent's upstream may not share (SPEC §10): no answer at all
+    (connect error, timeout), a 5xx, a 429. A 4xx, or an answer too large, would fail alike."""
+    if isinstance(e, UpstreamRateLimited):
+        return True
+    if not isinstance(e, UpstreamError) or e.code == "upstream_too_large":
+        return False
+    return e.upstream_status is None or e.upstream_status >= 500
 
 
 class Admission:

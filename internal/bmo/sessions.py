@@ -16,12 +16,20 @@ The transcript keeps what the client sees: its turns and the answers (text and c
 calls). Server-side tool turns stay inside each run, so that a client resending its own history
 still matches rule 1.
 
-Requests on one session run one at a time; the next waits up to `LOCK_WAIT_S`.
+Requests on one session run one at a time, whichever worker process they reach (SPEC §11); the
+next waits up to `LOCK_WAIT_S`, then gets 429 `session_busy`. Two stages: an asyncio lock per
+session queues this process's requests (cheaply, in order), and its holder takes the session's
+lease in the store (store.leases), which is what keeps another worker out. A lease lives
+`LEASE_S` and is renewed while its run lives, so a worker killed mid-run frees the session within
+that. Only requests that name a session pay for it: a store write to take the lease and one,
+after the answer, to give it back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,10 +37,18 @@ from typing import Any
 from bmo.agents import AgentSpec
 from bmo.chat import ChatRequest, Message, ToolCall, same_turn
 from bmo.config import Config
-from bmo.errors import InvalidRequest, RateLimited
+from bmo.errors import BmoError, InvalidRequest, RateLimited
+from bmo.store.leases import LeaseStore
 from bmo.store.sessions import Session, SessionStore
 
+log = logging.getLogger("bmo.sessions")
+
 LOCK_WAIT_S = 60  # a second request on a busy session waits this long, then gets 429
+# How long a session stays busy after its worker died mid-run (SIGKILL): short, yet many renewals
+# long, so a slow store write or a busy event loop never loses a live run its lease.
+LEASE_S = 10.0
+RENEW_S = LEASE_S / 4
+POLL_S = (0.01, 0.25)  # another worker holds it: ask again after 10 ms, backing off to 250 ms
 MAX_NAME = 200
 TASK_MARKERS = ("### Task:", "### Task:\n")
 
@@ -91,7 +107,7 @@ def is_background_task(req: ChatRequest) -> bool:
 
 @dataclass(slots=True)
 class Bound:
-    """A request bound to its session: holds the session's lock until `release()`."""
+    """A request bound to its session: holds the session's lock and lease until `release()`."""
 
     session: Session
     keep: int
@@ -118,29 +134,38 @@ class Bound:
 
 
 class SessionManager:
-    def __init__(self, store: SessionStore) -> None:
+    def __init__(self, store: SessionStore, leases: LeaseStore | None = None) -> None:
         self.store = store
+        self.leases = leases if leases is not None else LeaseStore(store.db)
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._renewer: asyncio.Task[None] | None = None
+        self._releasing: set[asyncio.Task[None]] = set()
 
-    async def bind(self, owner: str, name: str, source: str, agent: AgentSpec, req: ChatRequest) -> Bound:
+    async def bind(self, owner: str, name: str, source: str, agent: str, req: ChatRequest) -> Bound:
         """Load (or create) the session, wait for its lock, and rewrite `req.messages` to the
-        whole conversation. Raises 400 `session_agent_mismatch`, 429 when the wait is too long."""
+        whole conversation. `agent` is the agent's id, or `team:NAME` (a session started on a team
+        stays on it). Raises 400 `session_agent_mismatch`, 429 when the wait is too long."""
         found = await self.store.find(owner, name)
-        if found is not None and found.agent != agent.id:
-            raise _mismatch(name, found.agent, agent.id)
-        session = found or await self.store.create(owner, name, source, agent.id)
-        if session.agent != agent.id:  # a concurrent creator bound it to another agent
-            raise _mismatch(name, session.agent, agent.id)
+        if found is not None and found.agent != agent:
+            raise _mismatch(name, found.agent, agent)
+        session = found or await self.store.create(owner, name, source, agent)
+        if session.agent != agent:  # a concurrent creator bound it to another agent
+            raise _mismatch(name, session.agent, agent)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LOCK_WAIT_S
         lock = self._acquire_ref(session.id)
         try:
             await asyncio.wait_for(lock.acquire(), LOCK_WAIT_S)
         except TimeoutError:
             self._unref(session.id)
-            raise RateLimited(
-                f"Session {name!r} is busy with another request; retry when it has finished.",
-                code="session_busy",
-                headers={"retry-after": "1"},
-            ) from None
+            raise _busy(name) from None
+        try:
+            await self._take_lease(session.id, name, deadline)
+        except BaseException:
+            lock.release()
+            self._unref(session.id)
+            self._release_lease(session.id)  # a cancelled take may have won it: give it back
+            raise
         try:
             session = await self.store.find(owner, name) or session  # what the previous holder stored
             system = [m for m in req.messages if m.role in ("system", "developer")]
@@ -148,8 +173,7 @@ class SessionManager:
             m = merge(session.messages, turns)
             req.messages = [*system, *session.messages[: m.keep], *m.new]
         except BaseException:
-            lock.release()
-            self._unref(session.id)
+            self._release(session.id, lock)
             raise
         return Bound(session=session, keep=m.keep, new=m.new, lock=lock, manager=self)
 
@@ -170,6 +194,63 @@ class SessionManager:
     def _release(self, sid: str, lock: asyncio.Lock) -> None:
         lock.release()
         self._unref(sid)
+        if sid not in self._locks:  # nobody here waits for it: give the lease back
+            self._release_lease(sid)
+
+    async def _take_lease(self, sid: str, name: str, deadline: float) -> None:
+        """The session's lease, waiting for another worker's run on it to end; 429 at `deadline`.
+        A request queued behind this process's own holder takes it over (same owner)."""
+        loop = asyncio.get_running_loop()
+        delay = POLL_S[0]
+        while not await self.leases.acquire("session:" + sid, LEASE_S):
+            if loop.time() + delay > deadline:
+                raise _busy(name)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, POLL_S[1])
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew(), name="bmo-session-leases")
+
+    async def _renew(self) -> None:
+        """While this process holds any session, every `RENEW_S`: push its leases' expiry
+        (one write for all of them)."""
+        while self._locks:
+            await asyncio.sleep(RENEW_S)
+            try:
+                await self.leases.renew_all(LEASE_S)
+            except BmoError as e:  # the store is down: the runs go on; posture says why
+                log.warning("could not renew session leases: %s", e.message)
+
+    def _release_lease(self, sid: str) -> None:
+        """Give the lease back, in the background (release() is called where nothing may wait).
+        Skipped if a request here has queued for the session meanwhile: it holds it now."""
+        task = asyncio.get_running_loop().create_task(
+            self.leases.release("session:" + sid, unless=lambda: sid in self._locks)
+        )
+        self._releasing.add(task)
+        task.add_done_callback(self._released)
+
+    def _released(self, task: asyncio.Task[None]) -> None:
+        self._releasing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not release a session lease (it expires in %gs): %s", LEASE_S, task.exception())
+
+    async def close(self) -> None:
+        """Before the store closes: every lease given back, the renewals stopped."""
+        if self._releasing:
+            await asyncio.wait(list(self._releasing), timeout=2)
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+            self._renewer = None
+
+
+def _busy(name: str) -> RateLimited:
+    return RateLimited(
+        f"Session {name!r} is busy with another request; retry when it has finished.",
+        code="session_busy",
+        headers={"retry-after": "1"},
+    )
 
 
 def _mismatch(name: str, bound: str, asked: str) -> InvalidRequest:

@@ -184,8 +184,10 @@ def start_bmo(
     src: Path | None = None,
     name: str = "bmo",
     profile: Path | None = None,
+    args: tuple[str, ...] = (),
 ) -> Proc:
-    """bmo from this checkout, or from `src` (a tree holding internal/bmo, e.g. an older commit)."""
+    """bmo from this checkout, or from `src` (a tree holding internal/bmo, e.g. an older commit);
+    `args`: more `bmo serve` options (`--workers 2`)."""
     home = procs.workdir / f"{name}-home"
     (home / "agents").mkdir(parents=True, exist_ok=True)
     (home / "config.yaml").write_text(BMO_CONFIG.format(upstream=upstream.url))
@@ -195,7 +197,7 @@ def start_bmo(
     if src is not None:
         env["PYTHONPATH"] = str(src.resolve() / "internal")  # ahead of the editable install
     exe = [str(bmo_binary())] if profile is None else [*python(profile), "-m", "bmo"]
-    p = procs.start(name, [*pin_prefix(core), *exe, "serve", "--port", str(port)], env)
+    p = procs.start(name, [*pin_prefix(core), *exe, "serve", "--port", str(port), *args], env)
     p.url = f"http://127.0.0.1:{port}"
     wait_ready(p)
     return p

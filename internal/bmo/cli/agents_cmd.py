@@ -37,9 +37,12 @@ def list_agents(home: Path = HomeOption, as_json: bool = JsonOption, wide: bool 
         }
         for a in sorted(agents.values(), key=lambda a: a.id)
     ]
+    teams: list[dict[str, Any]] = [
+        {"id": f"team:{n}", "agents": t.agents, "strategy": t.strategy} for n, t in cfg.teams.items()
+    ]
     if as_json:
         # `model_aliases` keeps the file's order: the first glob that matches wins
-        print_json({"object": "list", "data": rows, "model_aliases": dict(cfg.model_aliases)})
+        print_json({"object": "list", "data": rows, "model_aliases": dict(cfg.model_aliases), "teams": teams})
         return
     cols = [Col("id", keep=True), Col("model", 0), Col("aliases", 1, min=10), Col("tools", 2, min=10),
             Col("description", 3, min=12), Col("source", 4, min=10)]  # fmt: skip
@@ -50,6 +53,11 @@ def list_agents(home: Path = HomeOption, as_json: bool = JsonOption, wide: bool 
     ]  # fmt: skip
     out = console()
     render(out, cols, table, wide=wide, title=f"agents ({len(rows)}), served as models")
+    if teams:
+        out.print()
+        render(out, [Col("team", keep=True), Col("strategy", 0), Col("agents, in order", 1, min=10)],
+               [[t["id"], t["strategy"], ", ".join(t["agents"])] for t in teams], wide=wide,
+               title=f"teams ({len(teams)}), served as models")  # fmt: skip
     if len(cfg.model_aliases) > 1:
         order = ", ".join(f"{g} -> {a}" for g, a in cfg.model_aliases.items())
         out.print(Text(f"model_aliases, tried in this order: {order}"), soft_wrap=True)

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from bmo.cli import agents_cmd, apikey_cmd, config_cmd, ledger_cmd, responses_cmd, serve_cmd, sessions_cmd, status_cmd
+from bmo.cli import (
+    agents_cmd,
+    apikey_cmd,
+    config_cmd,
+    ledger_cmd,
+    responses_cmd,
+    serve_cmd,
+    sessions_cmd,
+    status_cmd,
+    tools_cmd,
+)
 
 app = typer.Typer(
     name="bmo",
@@ -20,6 +30,7 @@ app.command("status")(status_cmd.status)
 app.command("stop")(status_cmd.stop)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(agents_cmd.app, name="agents")
+app.add_typer(tools_cmd.app, name="tools")
 app.add_typer(apikey_cmd.app, name="api-key")
 app.add_typer(ledger_cmd.app, name="runs")
 app.command("posture")(ledger_cmd.posture)
@@ -30,5 +41,5 @@ app.add_typer(responses_cmd.app, name="responses")
 # rich.markdown and rich.traceback, and with them markdown-it and pygments (~2 MB of the binary,
 # and time on every error); bmo's own output still uses Rich (bmo.cli.tables).
 for _group in (app, config_cmd.app, agents_cmd.app, apikey_cmd.app, ledger_cmd.app, sessions_cmd.app,
-               responses_cmd.app):  # fmt: skip
+               responses_cmd.app, tools_cmd.app):  # fmt: skip
     _group.rich_markup_mode = None

@@ -350,7 +350,7 @@ def _database_posture(cfg: Config, target: Target, why: str | None) -> dict[str,
         source="database",
     )  # fmt: skip
     # What only a running server knows is unknown, not "fine": no state but down, no persistence.
-    data.update(state="down", persistence=None, in_flight=None, uptime_s=None, started_at=None)
+    data.update(state="down", persistence=None, in_flight=None, uptime_s=None, started_at=None, mcp_servers=None)
     data["down"] = {"url": target.url, "found_by": target.source, "reason": why}
     return data
 
@@ -376,6 +376,9 @@ def render_posture(out: Console, p: dict[str, Any], *, wide: bool = False) -> No
             persistence += f" ({pers['dropped_rows']} rows dropped; last error: {pers['last_error']})"
         pairs.append(("persistence", persistence))
     pairs.append(("window", f"last {p['window']['seconds']} s, {p['window']['runs']} runs"))
+    for w in p.get("workers") or []:  # `bmo serve --workers N`: the figures above are their sum
+        restarts = f", restarted {w['restarts']}x" if w["restarts"] else ""
+        pairs.append((f"worker {w['slot']}", f"pid {w['pid']}, {w['state']}, {w['in_flight']} in flight{restarts}"))
     title = Text("posture: ", style="bold")
     title.append(p["state"], style=state_style(p["state"]) or "")
     out.print(title)
@@ -386,6 +389,13 @@ def render_posture(out: Console, p: dict[str, Any], *, wide: bool = False) -> No
         rows = [[g[name], str(g["count"]), ms(g["p50_ms"]), ms(g["p95_ms"])] for g in p[key]]
         out.print()
         render(out, cols, rows, wide=wide, title=f"by {name}", empty="(no runs in the window)")
+    servers = p.get("mcp_servers") or []
+    if servers:
+        out.print()
+        rows = [[m["name"], m["state"], str(m.get("tools", 0)), m.get("last_error") or "-"] for m in servers]
+        render(out, [Col("MCP server", keep=True), Col("state", 0, style=state_style),
+                     Col("tools", 0, justify="right"), Col("last error", 1, min=16)], rows, wide=wide,
+               title="MCP servers")  # fmt: skip
     out.print()
     rows = [[c["client"], str(c["count"])] for c in p.get("top_clients", [])]
     render(out, [Col("client", 0), Col("count", 0, justify="right")], rows, wide=wide, title="top clients",

@@ -38,13 +38,19 @@ def serve_file(home: Path) -> Path:
     return home / SERVE_FILE
 
 
-def write_serve_file(home: Path, *, pid: int, url: str, version: str, started: float, bind: str) -> None:
-    """Atomically: a reader never sees half a file."""
+def write_serve_file(
+    home: Path, *, pid: int, url: str, version: str, started: float, bind: str,
+    workers: list[dict[str, Any]] | None = None,
+) -> None:  # fmt: skip
+    """Atomically: a reader never sees half a file. `workers` (`--workers N`): each worker's
+    slot, pid and restarts; `pid` is then the supervisor's, the one `bmo stop` signals."""
     from bmo.runs import iso_utc
 
     path = serve_file(home)
     tmp = path.with_name(f".{SERVE_FILE}.{pid}")
-    body = {"pid": pid, "url": url, "version": version, "started": iso_utc(started), "bind": bind}
+    body: dict[str, Any] = {"pid": pid, "url": url, "version": version, "started": iso_utc(started), "bind": bind}
+    if workers is not None:
+        body["workers"] = workers
     tmp.write_bytes(orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n")
     os.replace(tmp, path)
 

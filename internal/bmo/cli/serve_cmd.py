@@ -33,6 +33,7 @@ from bmo.config import Config
 from bmo.errors import BmoError, ConfigError
 
 if TYPE_CHECKING:
+    from bmo.runtime import Runtime
     from bmo.store.keys import NewKey
 
 START_FAILED = 2  # the exit code of every start-up failure, as for a bad config
@@ -85,6 +86,11 @@ def serve(
     concurrency: int = typer.Option(
         None, "--concurrency", help="Requests running at once (default 64).", show_default=False
     ),
+    workers: str = typer.Option(
+        None, "--workers", help="Processes serving the port (default 1; auto: one per CPU; Linux).",
+        show_default=False,
+    ),
+    worker_slot: int = typer.Option(None, "--worker-slot", hidden=True),  # a worker of --workers N
     log_format: str = typer.Option(None, "--log-format", help="text or json", show_default=False),
     log_level: str = typer.Option(
         None, "--log-level", help="debug, info, warning or error (default info; above info: no access lines).",
@@ -101,9 +107,15 @@ def serve(
         "openai_compat.concurrency": concurrency,
         "server.log_format": log_format,
         "server.log_level": log_level,
+        "server.workers": workers,
     }
     cfg = config_or_exit(home, flags)
     setup_logging(cfg.server.log_format, cfg.server.log_level)
+    if worker_slot is not None:
+        return _serve_worker(cfg, worker_slot)
+    if cfg.server.workers > 1:
+        passed = {"--concurrency": concurrency, "--log-format": log_format, "--log-level": log_level}
+        return _supervise(cfg, t0, [a for k, v in passed.items() if v is not None for a in (k, str(v))])
     try:
         # Everything `bmo config validate` checks, before the store is touched: a bad agent
         # file or alias mints no key.
@@ -122,29 +134,11 @@ def serve(
             app = make_app(runtime, env_api_key=env_key)
         except Exception as e:
             _start_failed(e, cfg)
-        out = Banner()
 
         def ready(h: str, p: int) -> None:
             nonlocal shown
             shown = True
-            ready_ms = (time.monotonic() - t0) * 1000  # bound, and the loop is about to accept
-            url = f"http://{'[' + h + ']' if ':' in h else h}:{p}"
-            gc.enable()  # off since bmo.cli.main: start-up is over
-            _announce(cfg, h, p, t0)
-            out.line(
-                f"{out.bold(f'bmo {__version__}', 'green')} serving on {out.bold(url + '/v1')} "
-                f"(ready in {ready_ms:.0f} ms)"
-            )
-            out.line(f"  home     {cfg.home}")
-            written = " (written now, with every default)" if cfg.config_written else ""
-            out.line(f"  config   {cfg.config_file}{written}")
-            out.line(
-                f"  agents   {', '.join(runtime.agents.model_ids())}  (default: {cfg.default_agent} on "
-                f"{runtime.agents.default.model})"
-            )
-            _print_auth(out, cfg.auth.mode, env_key, first, url)
-            out.line("  Ctrl-C stops it (or `bmo stop`; `bmo status` checks on it).")
-            out.flush()
+            _show_ready(cfg, runtime, env_key, first, h, p, t0)
 
         try:
             from bmo.server.serve import run
@@ -169,7 +163,33 @@ def serve(
             _forget(cfg.db_path, first)  # never shown to anyone: the next start mints a fresh one
 
 
-def _announce(cfg: Config, host: str, port: int, t0: float) -> None:
+def _show_ready(
+    cfg: Config, runtime: Runtime, env_key: str | None, first: NewKey | None, h: str, p: int, t0: float,
+    workers: list[dict[str, Any]] | None = None,
+) -> None:  # fmt: skip
+    """The server answers: serve.json, and the banner."""
+    out = Banner()
+    ready_ms = (time.monotonic() - t0) * 1000  # bound, and the loop is about to accept
+    url = f"http://{'[' + h + ']' if ':' in h else h}:{p}"
+    gc.enable()  # off since bmo.cli.main: start-up is over
+    _announce(cfg, h, p, t0, workers)
+    n = f", {len(workers)} workers" if workers else ""
+    out.line(
+        f"{out.bold(f'bmo {__version__}', 'green')} serving on {out.bold(url + '/v1')} (ready in {ready_ms:.0f} ms{n})"
+    )
+    out.line(f"  home     {cfg.home}")
+    written = " (written now, with every default)" if cfg.config_written else ""
+    out.line(f"  config   {cfg.config_file}{written}")
+    out.line(
+        f"  agents   {', '.join(runtime.agents.model_ids())}  (default: {cfg.default_agent} on "
+        f"{runtime.agents.default.model})"
+    )
+    _print_auth(out, cfg.auth.mode, env_key, first, url)
+    out.line("  Ctrl-C stops it (or `bmo stop`; `bmo status` checks on it).")
+    out.flush()
+
+
+def _announce(cfg: Config, host: str, port: int, t0: float, workers: list[dict[str, Any]] | None = None) -> None:
     """serve.json: how the CLI on this home finds this server (a wildcard bind is reached on
     loopback). A home that cannot take the file still serves; the CLI then needs --url."""
     connect = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
@@ -177,9 +197,116 @@ def _announce(cfg: Config, host: str, port: int, t0: float) -> None:
     started = time.time() - (time.monotonic() - t0)
     try:
         write_serve_file(cfg.home, pid=os.getpid(), url=url, version=__version__, started=started,
-                         bind=f"{host}:{port}")  # fmt: skip
+                         bind=f"{host}:{port}", workers=workers)  # fmt: skip
     except OSError as e:
         logging.getLogger("bmo.serve").warning("cannot write %s: %s", cfg.home / "serve.json", e)
+
+
+def _serve_worker(cfg: Config, slot: int) -> None:
+    """One worker of `bmo serve --workers N` (bmo.cli.supervisor started it): serve the port the
+    supervisor holds, beside the other workers (SO_REUSEPORT). The supervisor has migrated the
+    store and minted the first key; it prints the banner and writes serve.json. This process
+    says `ready` on its stdout once it listens; its errors go to stderr as `bmo serve`'s do."""
+    from bmo.workers import WorkerSlot
+
+    try:
+        runtime = build_runtime(cfg)
+        runtime.worker = WorkerSlot(slot, cfg.server.workers)
+        from bmo.server.app import make_app
+
+        app = make_app(runtime, env_api_key=os.environ.get("BMO_API_KEY") or None)
+    except Exception as e:
+        _start_failed(e, cfg)
+    shown = False
+
+    def ready(_h: str, _p: int) -> None:
+        nonlocal shown
+        shown = True
+        gc.enable()
+        sys.stdout.write(f"ready {os.getpid()}\n")
+        sys.stdout.flush()
+
+    try:
+        from bmo.server.serve import run
+
+        run(
+            app,
+            cfg.server.host,
+            cfg.server.port,
+            shutdown_grace_s=cfg.server.shutdown_grace_s,
+            on_ready=ready,
+            cleanup=runtime.abort,
+            reuse_port=True,
+        )
+    except Exception as e:
+        if not shown:
+            _start_failed(e, cfg)
+        if isinstance(e, BmoError):
+            fail(e.message, 1)
+        raise
+
+
+def _supervise(cfg: Config, t0: float, passed: list[str]) -> None:
+    """`bmo serve --workers N`: what must happen once, then N workers (bmo.cli.supervisor)."""
+    from bmo.cli.supervisor import (
+        READY_S,
+        StartFailed,
+        Supervisor,
+        reserve_port,
+        reuse_port_supported,
+        workers_json,
+    )
+
+    count = cfg.server.workers
+    if not reuse_port_supported():
+        fail(
+            f"cannot start {count} workers (server.workers): bmo shares a port between processes with "
+            "SO_REUSEPORT on Linux only; here, run one worker (server.workers: 1), or several bmo on "
+            "several ports behind a load balancer",
+            START_FAILED,
+        )
+    try:
+        runtime = build_runtime(cfg)  # what `bmo config validate` checks, before anything starts
+    except Exception as e:
+        _start_failed(e, cfg)
+    env_key = os.environ.get("BMO_API_KEY") or None
+    first = _prepare_store(cfg, mint_first=cfg.auth.mode == "keys" and not env_key, workers=True)
+    shown = False
+    try:
+        try:
+            sock = reserve_port(cfg.server.host, cfg.server.port)
+        except OSError as e:
+            _start_failed(e, cfg)
+        host, port = cfg.server.host, sock.getsockname()[1]
+        args = ["serve", "--home", str(cfg.home), "--host", host, "--port", str(port), "--workers", str(count), *passed]
+
+        def ready(workers: list[Any]) -> None:
+            nonlocal shown
+            shown = True
+            _show_ready(cfg, runtime, env_key, first, host, port, t0, workers_json(workers))
+
+        def changed(workers: list[Any]) -> None:
+            _announce(cfg, host, port, t0, workers_json(workers))
+
+        mcp_s = max((m.startup_timeout_s for m in cfg.mcp_servers.values()), default=0.0)
+        sup = Supervisor(
+            count, args, grace_s=cfg.server.shutdown_grace_s, on_ready=ready, on_change=changed,
+            ready_s=READY_S + mcp_s,
+        )  # fmt: skip
+        try:
+            code = asyncio.run(sup.run())
+        except StartFailed as e:
+            if shown:  # it served, then its workers kept dying
+                fail(f"bmo stopped: {e}", 1)
+            fail(f"cannot start: {e}", START_FAILED)
+        finally:
+            sock.close()
+    finally:
+        remove_serve_file(cfg.home, os.getpid())
+        if first is not None and not shown:
+            _forget(cfg.db_path, first)
+    if code:
+        raise typer.Exit(code)
 
 
 def serve_alone(args: list[str]) -> None:
@@ -262,15 +389,19 @@ def _print_auth(out: Banner, mode: str, env_key: str | None, first: NewKey | Non
     )
 
 
-def _prepare_store(cfg: Config, *, mint_first: bool) -> NewKey | None:
+def _prepare_store(cfg: Config, *, mint_first: bool, workers: bool = False) -> NewKey | None:
     """Open (and migrate) the store before binding, so a broken store stops start-up with a
-    clear message; with `mint_first`, mint the `first` key when no usable key exists (SPEC §7)."""
+    clear message; with `mint_first`, mint the `first` key when no usable key exists (SPEC §7);
+    with `workers`, empty the `workers` table (a previous server's rows: bmo.workers)."""
     from bmo.store.db import open_database
     from bmo.store.keys import KeyStore
+    from bmo.store.workers import WorkerStore
 
     async def go() -> NewKey | None:
         try:
             async with open_database(cfg.db_path) as db:
+                if workers:
+                    await WorkerStore(db).clear()
                 return await KeyStore(db).ensure_first() if mint_first else None
         except BaseException:
             # When a connect fails, aiosqlite stops its worker thread without waiting for it; this

@@ -77,6 +77,8 @@ def _status(home: Path, target: Target, code: int, reason: str | None) -> dict[s
         "uptime_s": round(time.time() - started, 1) if started and up else None,
         "home": str(home),
         "reason": None if code == 200 else reason,
+        # `bmo serve --workers N`: each worker's slot, pid, restarts and whether it runs (serve.json)
+        "workers": [{**w, "alive": pid_alive(int(w["pid"]))} for w in info["workers"]] if info.get("workers") else None,
     }
 
 
@@ -101,6 +103,10 @@ def _print_status(d: dict[str, Any], target: Target) -> None:
         pairs.append(("started", f"{local_time(d['started_at'])} ({_ago(d['uptime_s'])} ago)"))
     if d["reason"]:
         pairs.append(("reason", str(d["reason"])))
+    for w in d.get("workers") or []:
+        restarts = f", restarted {w['restarts']}x" if w.get("restarts") else ""
+        alive = "" if w.get("alive") else ", not running"
+        pairs.append((f"worker {w['slot']}", f"pid {w['pid']}{restarts}{alive}"))
     pairs += [("home", d["home"]), ("found by", d["found_by"])]
     render_pairs(out, pairs, title="bmo is up" if d["state"] == "ready" else f"bmo is up, {d['state']}")
 

@@ -73,6 +73,28 @@ def message_obj(m: Message) -> dict[str, Any]:
     return d
 
 
+def messages_obj(messages: list[Message]) -> list[dict[str, Any]]:
+    """The upstream's `messages`. A tool result with images (an MCP tool's) cannot carry them
+    in Chat Completions (tool messages take text only): they follow the run of tool messages
+    in one user message, as vLLM does, so every tool call is still answered right after it."""
+    out: list[dict[str, Any]] = []
+    images: list[dict[str, Any]] = []
+    for m in messages:
+        if images and m.role != "tool":
+            out.append({"role": "user", "content": images})
+            images = []
+        d = message_obj(m)
+        if m.role == "tool" and isinstance(m.content, list):
+            pics = [p for p in m.content if p.get("type") == "image_url"]
+            if pics:
+                d["content"] = m.text() or "(see the images below)"
+                images += [{"type": "text", "text": f"Images from tool call {m.tool_call_id}:"}, *pics]
+        out.append(d)
+    if images:
+        out.append({"role": "user", "content": images})
+    return out
+
+
 def tool_obj(t: ToolSpec) -> dict[str, Any]:
     fn: dict[str, Any] = {"name": t.name, "description": t.description, "parameters": t.schema}
     if t.strict is not None:
@@ -90,7 +112,7 @@ def to_upstream_body(
     stream: bool,
     stream_usage: bool = True,
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": model, "messages": [message_obj(m) for m in messages]}
+    body: dict[str, Any] = {"model": model, "messages": messages_obj(messages)}
     for k, v in params.items():
         if k in UPSTREAM_PARAMS:
             body[k] = v

@@ -25,7 +25,7 @@ from bmo.protocol.responses import RESPONSES
 from bmo.providers.http import configured_secrets
 from bmo.redact import Redactor
 from bmo.runtime import Runtime
-from bmo.server import dialects, ledger, models, openapi
+from bmo.server import dialects, ledger, models, openapi, ui
 from bmo.server.auth import Authenticator
 from bmo.server.context import CUT_MESSAGE, NOT_NOW_MESSAGE, RUNTIME, STATE, RequestState, ServerState
 from bmo.server.http import error_response
@@ -53,6 +53,9 @@ UNRECORDED = frozenset(
         "/v1/openai-compat/posture",
         "/v1/openai-compat/runs",
         "/v1/openai-compat/runs/{id}",
+        "/v1/openai-compat/stats",
+        "/ui",
+        "/ui/{id}",
     }
 )
 CORS_ALLOW_HEADERS = (
@@ -80,8 +83,12 @@ def build_router(*, metrics_public: bool = False) -> Router:
     r.add("GET", "/v1/openai-compat/posture", ledger.posture, scope="ledger")
     r.add("GET", "/v1/openai-compat/runs", ledger.runs, scope="ledger")
     r.add("GET", "/v1/openai-compat/runs/{tail}", ledger.run, scope="ledger")
+    r.add("GET", "/v1/openai-compat/stats", ledger.stats, scope="ledger")
+    r.add("GET", "/v1/openai-compat/tools", ledger.tools, scope="ledger")
     r.add("GET", "/metrics", ledger.metrics, scope="none" if metrics_public else "ledger")
     r.add("GET", "/openapi.json", openapi.document, scope="none")
+    r.add("GET", "/ui", ui.page, scope="none")
+    r.add("GET", "/ui/{tail}", ui.asset, scope="none")
     return r
 
 

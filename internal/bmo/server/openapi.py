@@ -36,16 +36,22 @@ SUMMARIES: dict[str, str] = {
     "/v1/openai-compat/posture": "The live posture snapshot.",
     "/v1/openai-compat/runs": "Runs of the ledger, newest first.",
     "/v1/openai-compat/runs/{id}": "One run of the ledger.",
+    "/v1/openai-compat/stats": "Per-minute buckets of the ledger: counts per outcome, p50/p95 ms.",
     "/metrics": "Prometheus metrics (text format).",
     "/openapi.json": "This document.",
+    "/ui": "The web console (HTML, no key: the page asks for one with the `ledger` scope).",
+    "/ui/{id}": "A file of the web console (its script or style sheet).",
+    "/v1/openai-compat/tools": "Every server-side tool (built-ins and MCP servers'), the agents that may use it, "
+    "and each MCP server's state.",
 }
 STREAMING = {"/v1/chat/completions", "/v1/completions", "/v1/messages", "/v1/responses"}
-TEXT = {"/metrics": "text/plain"}
+TEXT = {"/metrics": ("text/plain",), "/ui": ("text/html",), "/ui/{id}": ("text/javascript", "text/css")}
 # A prefix route's sub-paths (its handler reads the rest of the path itself).
 SUB_PATHS: dict[str, dict[str, str]] = {
     "/v1/openai-compat/runs/{id}": {"/events": "One run's events, in order."},
 }
 QUERY: dict[str, list[tuple[str, str]]] = {
+    "/v1/openai-compat/tools": [("agent", "string")],
     "/v1/openai-compat/runs": [
         ("limit", "integer"),
         ("cursor", "string"),
@@ -53,7 +59,10 @@ QUERY: dict[str, list[tuple[str, str]]] = {
         ("status", "integer"),
         ("agent", "string"),
         ("outcome", "string"),
+        ("client", "string"),
+        ("ua", "string"),
     ],
+    "/v1/openai-compat/stats": [("minutes", "integer")],
 }
 
 _CONTENT: dict[str, Any] = {"oneOf": [{"type": "string"}, {"type": "array"}, {"type": "null"}]}
@@ -224,7 +233,8 @@ def build(router: Router) -> dict[str, Any]:
 
 
 def _responses(path: str, envelope: str) -> dict[str, Any]:
-    ok: dict[str, Any] = {TEXT.get(path, JSON): {"schema": {"type": "string"} if path in TEXT else {}}}
+    text = TEXT.get(path)
+    ok: dict[str, Any] = {t: {"schema": {"type": "string"}} for t in text} if text else {JSON: {"schema": {}}}
     if path in STREAMING:
         ok["text/event-stream"] = {"schema": {"type": "string"}}
     schema = {"$ref": f"#/components/schemas/{envelope}"}

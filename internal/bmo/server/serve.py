@@ -63,9 +63,11 @@ async def serve(
     shutdown_grace_s: float,
     on_ready: Callable[[str, int], None] | None = None,
     stop: asyncio.Event | None = None,
+    reuse_port: bool = False,
 ) -> None:
     """Serve until `stop` is set or a signal arrives, then drain. `on_ready(host, port)` gets
-    the bound port."""
+    the bound port. `reuse_port`: one of `bmo serve --workers N`, sharing the port with the
+    others (SO_REUSEPORT: the kernel spreads new connections evenly over them)."""
     state = app[RUNTIME]
     cfg = state.runtime.cfg
     runner = web.AppRunner(
@@ -100,7 +102,11 @@ async def serve(
         server = runner.server
         assert server is not None
         limit = fitted_limit(cfg.server.max_connections, cfg.openai_compat.concurrency)
-        listener = await loop.create_server(Gate(server, limit), host, port, backlog=BACKLOG, reuse_address=True)
+        if state.runtime.fleet is not None:
+            state.runtime.fleet.in_flight = lambda: state.in_flight  # what this worker publishes
+        listener = await loop.create_server(
+            Gate(server, limit), host, port, backlog=BACKLOG, reuse_address=True, reuse_port=reuse_port or None
+        )
         bound = port
         if listener.sockets:
             bound = listener.sockets[0].getsockname()[1]
@@ -323,6 +329,7 @@ def run(
     shutdown_grace_s: float,
     on_ready: Callable[[str, int], None] | None = None,
     cleanup: Callable[[], Awaitable[None]] | None = None,
+    reuse_port: bool = False,
 ) -> None:
     """Blocking entry for `bmo serve`: uvloop when installed, else asyncio. `cleanup` runs last,
     in the same event loop, however serving ended: a start-up that fails part way (the runtime's
@@ -336,7 +343,7 @@ def run(
 
     async def main() -> None:
         try:
-            await serve(app, host, port, shutdown_grace_s=shutdown_grace_s, on_ready=ready)
+            await serve(app, host, port, shutdown_grace_s=shutdown_grace_s, on_ready=ready, reuse_port=reuse_port)
         finally:
             if cleanup is not None:
                 await cleanup()

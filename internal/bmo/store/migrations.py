@@ -155,6 +155,32 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE runs ADD COLUMN client TEXT;
         """,
     ),
+    Migration(
+        6,
+        "workers",
+        """
+        -- `bmo serve --workers N` (SPEC §11): what the N processes on one port share.
+        -- Leases: a name (`session:ses_…`, `prune`) held by one owner (a process) until
+        -- `expires_at`, renewed while the holder lives; a holder that dies frees it on expiry.
+        CREATE TABLE leases (
+            name       TEXT PRIMARY KEY,
+            owner      TEXT NOT NULL,
+            expires_at REAL NOT NULL             -- unix seconds
+        ) WITHOUT ROWID;
+        -- One row per worker slot of the running server, published by its worker about once a
+        -- second: what posture and /metrics sum. A worker restarted on a slot continues its
+        -- counters, so they stay monotonic. The supervisor empties the table when it starts.
+        CREATE TABLE workers (
+            slot       INTEGER PRIMARY KEY,
+            pid        INTEGER NOT NULL,
+            started    REAL    NOT NULL,
+            updated_at REAL    NOT NULL,
+            restarts   INTEGER NOT NULL DEFAULT 0,  -- worker processes that took this slot over
+            counters   TEXT    NOT NULL,            -- JSON: bmo.metrics.Metrics.to_json()
+            live       TEXT    NOT NULL             -- JSON: in_flight, persistence
+        );
+        """,
+    ),
 )
 
 BOOTSTRAP = """

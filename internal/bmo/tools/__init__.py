@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bmo.tools.base import Tool, ToolFailed
+from bmo.tools.base import Tool, ToolFailed, ToolOutput
 from bmo.tools.builtin import Calculator, Clock
 
-__all__ = ["BUILTINS", "Tool", "ToolFailed"]
+__all__ = ["BUILTINS", "Tool", "ToolFailed", "ToolOutput"]
 
 BUILTINS: dict[str, type[Tool]] = {"clock": Clock, "calculator": Calculator}

@@ -15,6 +15,8 @@ from bmo.tools.base import ToolFailed
 
 
 class Clock:
+    server: str | None = None
+    timeout_s: float = 30.0
     spec = ToolSpec(
         name="clock",
         description="The current date and time, in UTC or a given IANA time zone.",
@@ -107,6 +109,8 @@ def _eval(node: ast.AST) -> Any:
 
 
 class Calculator:
+    server: str | None = None
+    timeout_s: float = 30.0
     spec = ToolSpec(
         name="calculator",
         description="Evaluates an arithmetic expression: + - * / // % ** ( ), sqrt, log, sin, pi...",
