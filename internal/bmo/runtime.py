@@ -22,7 +22,7 @@ from bmo.recorder import AccessLog, Recorder
 from bmo.runs import Persistence, RunRecord
 from bmo.service import Admission, ChatService
 from bmo.sessions import SessionManager
-from bmo.store.db import Database
+from bmo.store.backend import make_store
 from bmo.store.keys import KeyStore
 from bmo.store.leases import LeaseStore
 from bmo.store.ledger import LedgerWriter, get_run, list_runs, prune_forever, run_stats
@@ -47,13 +47,15 @@ class Runtime:
         self.providers: dict[str, Provider] = {}
         self.service: ChatService | None = None
         # The store: made now (so the server can be handed the key verifier), opened in open().
-        self.db = Database(cfg.db_path)
+        # SQLite in BMO_HOME/bmo.db, or the PostgreSQL database in `store.url` (store.backend).
+        self.db = make_store(cfg.store_target, pool_size=cfg.store.pool_size)
         self.key_store = KeyStore(self.db)
         self.keys = CachedKeyVerifier(self.key_store)
         self._keys_task: asyncio.Task[None] | None = None
         # The ledger: runs are recorded in memory at once and written by the writer's own task.
         self.persistence = Persistence()
         self.ledger = LedgerWriter(self.db, self.persistence)
+        self.db.on_down = self.ledger.store_down  # posture's persistence follows the database's health
         self.recorder = Recorder(
             self.ledger,
             self.persistence,

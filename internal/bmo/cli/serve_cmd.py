@@ -160,7 +160,7 @@ def serve(
     finally:
         remove_serve_file(cfg.home, os.getpid())
         if first is not None and not shown:
-            _forget(cfg.db_path, first)  # never shown to anyone: the next start mints a fresh one
+            _forget(cfg, first)  # never shown to anyone: the next start mints a fresh one
 
 
 def _show_ready(
@@ -304,7 +304,7 @@ def _supervise(cfg: Config, t0: float, passed: list[str]) -> None:
     finally:
         remove_serve_file(cfg.home, os.getpid())
         if first is not None and not shown:
-            _forget(cfg.db_path, first)
+            _forget(cfg, first)
     if code:
         raise typer.Exit(code)
 
@@ -399,7 +399,7 @@ def _prepare_store(cfg: Config, *, mint_first: bool, workers: bool = False) -> N
 
     async def go() -> NewKey | None:
         try:
-            async with open_database(cfg.db_path) as db:
+            async with open_database(cfg.store_target, pool_size=cfg.store.pool_size) as db:
                 if workers:
                     await WorkerStore(db).clear()
                 return await KeyStore(db).ensure_first() if mint_first else None
@@ -416,12 +416,12 @@ def _prepare_store(cfg: Config, *, mint_first: bool, workers: bool = False) -> N
         _start_failed(e, cfg)
 
 
-def _forget(db_path: Path, key: NewKey) -> None:
+def _forget(cfg: Config, key: NewKey) -> None:
     from bmo.store.db import open_database
     from bmo.store.keys import KeyStore
 
     async def go() -> None:
-        async with open_database(db_path) as db:
+        async with open_database(cfg.store_target, pool_size=1) as db:
             await KeyStore(db).delete(key.record.id)
 
     with contextlib.suppress(BmoError):

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from bmo.store.db import Database
+from bmo.store.backend import Db
 
 
 @dataclass(slots=True)
@@ -45,12 +45,12 @@ def _json(d: dict[str, Any]) -> str:
 
 
 class WorkerStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Db) -> None:
         self.db = db
 
     async def clear(self) -> None:
-        async with self.db.transaction() as conn:
-            await conn.execute("DELETE FROM workers")
+        async with self.db.transaction() as tx:
+            await tx.execute("DELETE FROM workers")
 
     async def get(self, slot: int) -> WorkerRow | None:
         row = await self.db.fetchone("SELECT * FROM workers WHERE slot = ?", (slot,))
@@ -62,8 +62,8 @@ class WorkerStore:
     async def publish(
         self, slot: int, pid: int, started: float, restarts: int, counters: dict[str, Any], live: dict[str, Any]
     ) -> None:
-        async with self.db.transaction() as conn:
-            await conn.execute(
+        async with self.db.transaction() as tx:
+            await tx.execute(
                 "INSERT INTO workers (slot, pid, started, updated_at, restarts, counters, live) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (slot) DO UPDATE SET pid = excluded.pid, "
                 "started = excluded.started, updated_at = excluded.updated_at, restarts = excluded.restarts, "
