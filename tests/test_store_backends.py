@@ -94,6 +94,17 @@ async def test_run_stats_buckets_and_nearest_rank_percentiles(db: Db) -> None:
     assert b2["count"] == 0 and b2["p50_ms"] is None and b1["start"] == since + 60
 
 
+async def test_replicas_starting_together_mint_one_first_key(store_target: Target) -> None:
+    dbs = [make_store(store_target, pool_size=1) for _ in range(6)]
+    await asyncio.gather(*(d.open() for d in dbs))
+    try:
+        minted = await asyncio.gather(*(KeyStore(d).ensure_first() for d in dbs))
+        assert len([m for m in minted if m is not None]) == 1
+    finally:
+        for d in dbs:
+            await d.close()
+
+
 async def test_sessions_save_fork_list_prune(db: Db) -> None:
     ss = SessionStore(db)
     s = await ss.create("sk-bmo-aaaaa", "chat-1", "header", "helper")
