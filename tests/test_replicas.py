@@ -162,3 +162,45 @@ def test_two_replicas_share_keys_sessions_responses_and_the_ledger(
         if b is not None:
             b.stop()
         a.stop()
+
+
+def test_a_database_that_goes_away_is_a_503_never_a_hang_and_bmo_reconnects(
+    pg: Any, re_upstream: ReUpstream, tmp_path: Path
+) -> None:
+    """PostgreSQL stopped under a running replica: key checks fail closed with 503
+    store_unavailable (a known key too), /health says so, posture's persistence is degraded; the
+    database back, the same key works again without a restart."""
+    from pg import PgServer
+
+    own = PgServer(pg.bindir)  # this test stops its server: not the session's
+    a: Served | None = None
+    try:
+        own.start()
+        url = own.database()
+        home = _home(tmp_path / "a", re_upstream, url)
+        key = _key(home, "ops")
+        a = Served(home)
+        root = a.url.removesuffix("/v1")
+        assert _chat(a.url, key, "hi").status_code == 200
+        own.kill()
+        t0 = time.monotonic()
+        time.sleep(1.5)  # the epoch poll fails: the key cache is dropped
+        r = _chat(a.url, key, "hi")
+        assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable", r.text
+        assert time.monotonic() - t0 < 15  # an answer, not a hang
+        health = httpx.get(root + "/health", timeout=10)
+        assert health.status_code == 503 and "cannot be reached" in health.text and url not in health.text
+        posture = httpx.get(root + "/v1/openai-compat/posture", headers=_auth(key), timeout=10)
+        assert posture.status_code in (401, 503)  # the key cannot be checked either: closed
+        own.restart()
+        _until(lambda: _chat(a.url, key, "again").status_code == 200, timeout=20)
+        _until(lambda: httpx.get(root + "/health", timeout=10).status_code == 200, timeout=10)
+        time.sleep(0.3)  # a successful ledger write makes persistence ok again (it is sticky)
+        _chat(a.url, key, "once more")
+        time.sleep(0.3)
+        body = httpx.get(root + "/v1/openai-compat/posture", headers=_auth(key), timeout=10).json()
+        assert body["persistence"]["state"] == "ok", body["persistence"]
+    finally:
+        if a is not None:
+            a.stop()
+        own.stop()
