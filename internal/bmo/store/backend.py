@@ -11,10 +11,12 @@ Statements are written once with `?` placeholders; rows answer both `row["column
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from bmo.errors import Unavailable
 from bmo.store.dialect import Dialect
 
 Target = Path | str  # a SQLite file, or a PostgreSQL URL
@@ -49,6 +51,11 @@ class Db(Protocol):
     def health(self) -> str | None: ...
 
 
+def redacted(url: str) -> str:
+    """A URL without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
 def is_url(target: Target) -> bool:
     return isinstance(target, str) and target.split("://", 1)[0] in ("postgresql", "postgres")
 
@@ -56,8 +63,14 @@ def is_url(target: Target) -> bool:
 def make_store(target: Target, *, pool_size: int = 10) -> Db:
     """An unopened database for `target` (see the module docstring)."""
     if is_url(target):
-        from bmo.store.pg import PgDatabase  # asyncpg only when asked for
-
+        try:
+            from bmo.store.pg import PgDatabase  # asyncpg only when asked for
+        except ImportError as e:
+            raise Unavailable(
+                "A PostgreSQL store (store.url) needs asyncpg, which is not installed: "
+                "pip install 'bmo[postgres]' (the standalone binary has it).",
+                detail=repr(e),
+            ) from None
         return PgDatabase(str(target), pool_size=pool_size)
     from bmo.store.db import Database
 

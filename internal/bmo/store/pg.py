@@ -25,6 +25,7 @@ from typing import Any
 import asyncpg
 
 from bmo.errors import Unavailable
+from bmo.store.backend import redacted
 from bmo.store.dialect import POSTGRESQL
 from bmo.store.pg_migrations import migrate
 
@@ -48,11 +49,6 @@ def numbered(sql: str) -> str:
         return f"${n}"
 
     return re.sub(r"\?", nxt, sql)
-
-
-def redacted(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def _count(status: str) -> int:
