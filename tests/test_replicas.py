@@ -1,6 +1,7 @@
 """Two bmo replicas on loopback sharing one PostgreSQL store (`store.url`), each with a home of
 its own, as two hosts behind a load balancer would be: a key made through one works on the other
-within 2 s and so does its revocation; a session's turn on one continues on the other;
+within 2 s and so does its revocation; a session's turn on one continues on the other (one of
+them runs `--workers 2`);
 `previous_response_id` from one resolves on the other; `bmo runs list` shows both's runs; one
 replica killed under load loses no answered run beyond its flush window.
 
@@ -93,7 +94,7 @@ def test_two_replicas_share_keys_sessions_responses_and_the_ledger(
     url = pg.database()
     home_a, home_b = _home(tmp_path / "a", re_upstream, url), _home(tmp_path / "b", re_upstream, url)
     key = _key(home_a, "ops")  # before either starts: neither mints a `first` key
-    a = Served(home_a)
+    a = Served(home_a, "--workers", "2")  # A's two workers share the store with B too
     b: Served | None = None
     try:
         b = Served(home_b)
@@ -128,6 +129,9 @@ def test_two_replicas_share_keys_sessions_responses_and_the_ledger(
         listed = run_bmo(home_b, "runs", "list", "--limit", "100", "--json")
         assert listed.returncode == 0, listed.stderr
         assert ids <= {r["request_id"] for r in json.loads(listed.stdout)["data"]}
+        # A's posture sums A's workers only (B's rows would be slot 0 too, were it run so)
+        posture = httpx.get(a.url.removesuffix("/v1") + "/v1/openai-compat/posture", headers=_auth(key), timeout=10)
+        assert posture.status_code == 200 and [w["slot"] for w in posture.json()["workers"]] == [0, 1]
         # B killed under load: no answered run lost beyond its flush window
         re_upstream.delay = 0.005
         stop = threading.Event()

@@ -21,6 +21,7 @@ from bmo.store.keys import KeyStore
 from bmo.store.responses import ResponseStore, StoredResponse
 from bmo.store.sessions import SessionStore
 from bmo.store.verifier import CachedKeyVerifier
+from bmo.store.workers import WorkerStore
 
 CHAT = "/v1/chat/completions"
 
@@ -103,6 +104,22 @@ async def test_replicas_starting_together_mint_one_first_key(store_target: Targe
     finally:
         for d in dbs:
             await d.close()
+
+
+async def test_worker_rows_of_replicas_sharing_a_store_stay_apart(db: Db) -> None:
+    """Every replica's `bmo serve --workers N` has slots 0…N-1: on PostgreSQL each sees and clears
+    its own rows; a SQLite file has one server."""
+    a, b = WorkerStore(db, "host-a:/srv/bmo"), WorkerStore(db, "host-b:/srv/bmo")
+    await a.publish(0, 11, 1.0, 0, {"n": 1}, {})
+    await b.publish(0, 22, 2.0, 0, {"n": 2}, {})
+    await b.publish(0, 23, 2.0, 1, {"n": 3}, {})  # the same slot again: replaced
+    got = await a.get(0)
+    if db.remote:
+        assert got is not None and got.pid == 11 and [r.pid for r in await b.all()] == [23]
+        await b.clear()
+        assert [r.pid for r in await a.all()] == [11] and await b.get(0) is None
+    else:
+        assert got is not None and got.pid == 23 and [r.pid for r in await a.all()] == [23]
 
 
 async def test_sessions_save_fork_list_prune(db: Db) -> None:

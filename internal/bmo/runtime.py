@@ -29,6 +29,7 @@ from bmo.store.ledger import LedgerWriter, get_run, list_runs, prune_forever, ru
 from bmo.store.responses import ResponseStore
 from bmo.store.sessions import SessionStore
 from bmo.store.verifier import CachedKeyVerifier
+from bmo.store.workers import server_id
 from bmo.tools.catalog import catalog
 from bmo.tools.registry import ToolRegistry
 from bmo.workers import Fleet, WorkerSlot, summed, workers_view
@@ -86,7 +87,7 @@ class Runtime:
         self.ledger.start()
         if self.worker is not None:
             self.recorder.log.max_write = select.PIPE_BUF  # N workers write to one stderr
-            self.fleet = Fleet(self.worker, self.db, self.recorder.metrics, self.persistence)
+            self.fleet = Fleet(self.worker, self.db, self.recorder.metrics, self.persistence, server_id(self.cfg.home))
             await self.fleet.start()
         self._prune_task = asyncio.create_task(
             prune_forever(

@@ -395,13 +395,13 @@ def _prepare_store(cfg: Config, *, mint_first: bool, workers: bool = False) -> N
     with `workers`, empty the `workers` table (a previous server's rows: bmo.workers)."""
     from bmo.store.db import open_database
     from bmo.store.keys import KeyStore
-    from bmo.store.workers import WorkerStore
+    from bmo.store.workers import WorkerStore, server_id
 
     async def go() -> NewKey | None:
         try:
             async with open_database(cfg.store_target, pool_size=cfg.store.pool_size) as db:
                 if workers:
-                    await WorkerStore(db).clear()
+                    await WorkerStore(db, server_id(cfg.home)).clear()
                 return await KeyStore(db).ensure_first() if mint_first else None
         except BaseException:
             # When a connect fails, aiosqlite stops its worker thread without waiting for it; this

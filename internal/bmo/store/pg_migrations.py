@@ -9,7 +9,10 @@ starting together migrate once.
 
 Differences from bmo.db, and why: times are DOUBLE PRECISION (unix seconds, as SQLite's REAL);
 `api_keys.id` is an identity; `runs.seq` numbers rows in write order (what SQLite's rowid gives
-`bmo runs tail` and the batched deletes).
+`bmo runs tail` and the batched deletes; with several replicas it is the order of their inserts,
+and a batch that commits after a later-numbered one can be passed by a tail that already read
+past it); `workers` rows carry the `server` they belong to, since every replica's
+`bmo serve --workers N` has slots 0…N-1.
 """
 
 from __future__ import annotations
@@ -112,14 +115,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             owner      TEXT NOT NULL,
             expires_at DOUBLE PRECISION NOT NULL
         );
+        -- `server`: which bmo (host and home) a row belongs to, since replicas share the table
         CREATE TABLE workers (
-            slot       INTEGER PRIMARY KEY,
+            server     TEXT NOT NULL,
+            slot       INTEGER NOT NULL,
             pid        INTEGER NOT NULL,
             started    DOUBLE PRECISION NOT NULL,
             updated_at DOUBLE PRECISION NOT NULL,
             restarts   INTEGER NOT NULL DEFAULT 0,
             counters   TEXT NOT NULL,
-            live       TEXT NOT NULL
+            live       TEXT NOT NULL,
+            PRIMARY KEY (server, slot)
         );
         """,
     ),
