@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -222,3 +223,27 @@ async def test_a_database_that_goes_away_fails_closed_then_reconnects(own_pg: An
             await v.verify("sk-bmo-" + "x" * 43)
     finally:
         await db.close()
+
+
+def test_the_sqlite_path_never_imports_asyncpg(tmp_path: Any) -> None:
+    """`pip install bmo` without the extra must work: asyncpg is imported only for a store.url."""
+    import subprocess
+    import sys
+
+    code = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from bmo.config import load_config\n"
+        "from bmo.runtime import Runtime\n"
+        "import bmo.cli.commands\n"
+        f"rt = Runtime(load_config(Path({str(tmp_path)!r}), env={{}}))\n"
+        "async def go():\n"
+        "    await rt.open()\n"
+        "    await rt.close()\n"
+        "asyncio.run(go())\n"
+        "print('asyncpg' in sys.modules)\n"
+    )
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "internal"), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
