@@ -99,7 +99,7 @@ def test_two_replicas_share_keys_sessions_responses_and_the_ledger(
     b: Served | None = None
     try:
         b = Served(home_b)
-        assert "first" not in b.banner
+        assert "first" not in b.banner and f"store    {url}" in b.banner
         # a key made through A works on B within 2 s; its revocation too
         k = _key(home_a, "moving")
         took = _until(lambda: _chat(b.url, k, "hi").status_code == 200)

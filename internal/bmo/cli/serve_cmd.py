@@ -29,7 +29,7 @@ import typer
 from bmo import __version__
 from bmo.cli.common import HomeOption, build_runtime, config_or_exit, fail, print_json
 from bmo.cli.remote import remove_serve_file, write_serve_file
-from bmo.config import Config
+from bmo.config import Config, as_dict
 from bmo.errors import BmoError, ConfigError
 
 if TYPE_CHECKING:
@@ -180,6 +180,8 @@ def _show_ready(
     out.line(f"  home     {cfg.home}")
     written = " (written now, with every default)" if cfg.config_written else ""
     out.line(f"  config   {cfg.config_file}{written}")
+    if cfg.store.url:  # SQLite's bmo.db is in the home; a shared store is named (never its password)
+        out.line(f"  store    {as_dict(cfg)['store']['url']}")
     out.line(
         f"  agents   {', '.join(runtime.agents.model_ids())}  (default: {cfg.default_agent} on "
         f"{runtime.agents.default.model})"
