@@ -247,3 +247,16 @@ def test_the_sqlite_path_never_imports_asyncpg(tmp_path: Any) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+async def test_a_database_that_is_not_there_is_a_clear_503_at_open() -> None:
+    pytest.importorskip("asyncpg")
+    from pg import free_port
+
+    db = make_store(f"postgresql://bmo:s3cret@127.0.0.1:{free_port()}/bmo")
+    t0 = time.monotonic()
+    with pytest.raises(Unavailable) as e:
+        await db.open()
+    assert time.monotonic() - t0 < 10 and e.value.code == "store_unavailable"
+    assert "cannot be opened" in e.value.message and "s3cret" not in e.value.message and "***" in e.value.message
+    assert db.health() == "the database is not open"
