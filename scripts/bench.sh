@@ -31,6 +31,11 @@
 #                                    `bmo serve --workers N` (default 2) against 1 worker, same
 #                                    run: req/s and CPU per request at c=64, and where the
 #                                    driver ran (scripts/bench/workers.py)
+#   scripts/bench.sh --store [--seconds S] [--rounds R] [--concurrency C]
+#                                    bmo on its PostgreSQL store against its SQLite store,
+#                                    same run: req/s, CPU per request (bmo's and the
+#                                    database's), ledger rows lost (scripts/bench/store.py;
+#                                    PostgreSQL from /usr/lib/postgresql/*/bin, started here)
 #
 # Everything binds 127.0.0.1. Every process started is stopped on exit, failure, Ctrl-C or TERM.
 set -euo pipefail
@@ -83,6 +88,9 @@ elif [ "${1:-}" = "--calls" ]; then
 elif [ "${1:-}" = "--workers" ]; then
   shift
   "$PY" scripts/bench/workers.py --workdir "$WORK" --pidfile "$PIDFILE" "$@" &
+elif [ "${1:-}" = "--store" ]; then
+  shift
+  "$PY" scripts/bench/store.py --workdir "$WORK" --pidfile "$PIDFILE" "$@" &
 else
   BENCH_CMD="scripts/bench.sh${*:+ $*}" BENCH_WORKDIR="$WORK" BENCH_PIDFILE="$PIDFILE" \
     "$PY" scripts/bench/run.py "$@" &

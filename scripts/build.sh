@@ -63,12 +63,13 @@ pip_install() {
 pip_install --upgrade pip
 # A non-editable install of the project pulls exactly its runtime dependencies. The bmo code
 # itself is taken from internal/ (pathex in build.spec), so the binary is always this checkout.
-pip_install --upgrade . "$PYINSTALLER_REQ"
+# [postgres]: the binary serves a PostgreSQL store too (asyncpg; imported only when store.url is set).
+pip_install --upgrade ".[postgres]" "$PYINSTALLER_REQ"
 # setuptools writes build/lib and build/bdist.* while building the wheel; they are not ours to keep.
 rm -rf build/lib build/bdist.*
 "$VPY" - <<'EOF' || die "the build venv cannot import bmo's dependencies"
 import sysconfig
-import aiohttp, aiosqlite, orjson, rich, typer, yaml  # noqa: F401
+import aiohttp, aiosqlite, asyncpg, orjson, rich, typer, yaml  # noqa: F401
 if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
     raise SystemExit("this Python has no shared libpython; PyInstaller needs one (PYTHON=...)")
 EOF
@@ -104,6 +105,7 @@ import importlib
 mods = [
     "aiohttp._http_parser", "aiohttp._http_writer", "multidict._multidict", "yarl._quoting_c",
     "frozenlist._frozenlist", "propcache._helpers_c", "uvloop.loop", "orjson.orjson", "yaml._yaml",
+    "asyncpg.protocol.protocol", "asyncpg.pgproto.pgproto",  # no fallback: without them no PostgreSQL store
 ]
 for name in mods:
     try:

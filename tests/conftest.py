@@ -57,3 +57,39 @@ def make_bmo(servers: LoopThread, tmp_path: Path) -> Iterator[Callable[..., BmoS
 def bmo(make_bmo: Callable[..., BmoServer], upstream: FakeUpstream) -> BmoServer:
     """bmo with provider `up` (the fake upstream), agents `helper` and `plain`, auth off."""
     return make_bmo(config=upstream_config(upstream), agents=AGENTS)
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[Any]:
+    """One real PostgreSQL server for the whole test session (tests/pg.py); skipped when its
+    binaries are absent, except in CI (`CI` set), where that is a failure."""
+    import os
+
+    from pg import PgServer, pg_bin
+
+    bindir = pg_bin()
+    if bindir is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL binaries are missing (/usr/lib/postgresql/*/bin): .ci/run installs them")
+        pytest.skip("PostgreSQL binaries are absent (/usr/lib/postgresql/*/bin)")
+    try:
+        import asyncpg  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("asyncpg is missing: pip install -e '.[dev]'")
+        pytest.skip("asyncpg is not installed")
+    server = PgServer(bindir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """Where a store test's database is: a bmo.db in tmp_path, or a fresh PostgreSQL database.
+    One parametrised suite runs against both backends."""
+    if request.param == "sqlite":
+        return tmp_path / "bmo.db"
+    return request.getfixturevalue("pg").database()

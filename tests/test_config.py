@@ -187,3 +187,22 @@ def test_agent_tools_name_builtins_or_configured_mcp_servers(tmp_path: Path) -> 
         with pytest.raises(ConfigError) as e:
             load_agents(cfg)
         assert words in str(e.value) and "a.yaml" in str(e.value)
+
+
+def test_store_url_is_checked_and_never_shown_with_its_password(tmp_path: Path) -> None:
+    from bmo.cli.config_cmd import settings
+    from bmo.config import as_dict, load_config, store_target
+
+    (tmp_path / "config.yaml").write_text('store: {url: "postgresql://bmo:s3cret@db:5432/bmo", pool_size: 3}\n')
+    cfg = load_config(tmp_path, env={})
+    assert cfg.store_target == "postgresql://bmo:s3cret@db:5432/bmo" and cfg.store.pool_size == 3
+    assert as_dict(cfg)["store"]["url"] == "postgresql://bmo:***@db:5432/bmo"
+    assert "s3cret" not in str(settings(cfg))
+    assert load_config(tmp_path, env={"BMO_STORE_URL": "postgres://x@h/d"}).store_target == "postgres://x@h/d"
+    assert load_config(tmp_path, env={"BMO_STORE_URL": ""}).store.url  # empty env: the file's
+    (tmp_path / "config.yaml").write_text('store: {url: "mysql://x"}\nserver: {port: many}\n')
+    assert store_target(tmp_path, env={}) == "mysql://x"  # read even from a broken file (api-key revoke)
+    (tmp_path / "config.yaml").write_text('store: {url: "mysql://x"}\n')
+    with pytest.raises(ConfigError, match="postgresql://"):
+        load_config(tmp_path, env={})
+    assert store_target(tmp_path / "nothing", env={}) == tmp_path / "nothing" / "bmo.db"

@@ -56,6 +56,7 @@ THIRD_PARTY: dict[str, set[str] | None] = {
     "aiohttp": {"bmo.providers", "bmo.tools", "bmo.server"},  # tools: the MCP streamable-HTTP client
     "aiohttp.web": {"bmo.server"},
     "aiosqlite": {"bmo.store"},
+    "asyncpg": {"bmo.store"},  # PostgreSQL (store.url), imported lazily: SQLite users never load it
     "typer": {"bmo.cli"},
     "rich": {"bmo.cli"},
     # nobody: bmo speaks MCP with its own client (bmo.tools.mcp*); the official SDK, with its

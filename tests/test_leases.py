@@ -1,11 +1,12 @@
 """What the workers of `bmo serve --workers N` share through the store, in one process: leases
 (store.leases), a session's lease between two processes' session managers (bmo.sessions), a
-worker's share of the server's concurrency and its published counters (bmo.workers)."""
+worker's share of the server's concurrency and its published counters (bmo.workers).
+The store-level tests run against SQLite and PostgreSQL (conftest's `store_target`): replicas on
+one PostgreSQL share leases exactly as workers on one bmo.db do."""
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,7 @@ from bmo.errors import RateLimited
 from bmo.metrics import Metrics
 from bmo.runs import Persistence, RunRecord
 from bmo.sessions import SessionManager
-from bmo.store.db import Database
+from bmo.store.backend import Target, make_store
 from bmo.store.leases import LeaseStore
 from bmo.store.sessions import SessionStore
 from bmo.store.workers import WorkerStore
@@ -26,9 +27,9 @@ def _req(text: str) -> ChatRequest:
     return ChatRequest(model="m", messages=[Message(role="user", content=text)])
 
 
-def test_a_lease_has_one_holder_until_it_is_released_or_expires(tmp_path: Path) -> None:
+def test_a_lease_has_one_holder_until_it_is_released_or_expires(store_target: Target) -> None:
     async def go() -> None:
-        db = Database(tmp_path / "bmo.db")
+        db = make_store(store_target)
         await db.open()
         try:
             a, b = LeaseStore(db, "a"), LeaseStore(db, "b")
@@ -51,14 +52,14 @@ def test_a_lease_has_one_holder_until_it_is_released_or_expires(tmp_path: Path) 
     asyncio.run(go())
 
 
-def test_two_processes_never_run_one_session_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_processes_never_run_one_session_at_once(store_target: Target, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two session managers on one store, as two workers have: the second waits for the first's
     release; past the wait it gets 429 session_busy; a holder that died frees it on expiry."""
     monkeypatch.setattr(bmo.sessions, "LEASE_S", 0.4)
     monkeypatch.setattr(bmo.sessions, "RENEW_S", 0.1)
 
     async def go() -> None:
-        db = Database(tmp_path / "bmo.db")
+        db = make_store(store_target)
         await db.open()
         try:
             one = SessionManager(SessionStore(db), LeaseStore(db, "worker-1"))
@@ -100,9 +101,9 @@ def _run(route: str, status: int, ms: float) -> RunRecord:
     return RunRecord("req_x", 0.0, route, "POST", status=status, duration_ms=ms, prompt_tokens=3, completion_tokens=2)
 
 
-def test_a_restarted_worker_continues_its_slot_counters(tmp_path: Path) -> None:
+def test_a_restarted_worker_continues_its_slot_counters(store_target: Target) -> None:
     async def go() -> None:
-        db = Database(tmp_path / "bmo.db")
+        db = make_store(store_target)
         await db.open()
         try:
             await WorkerStore(db).clear()
@@ -136,7 +137,7 @@ def test_a_restarted_worker_continues_its_slot_counters(tmp_path: Path) -> None:
     asyncio.run(go())
 
 
-def test_one_pruner_among_processes_sharing_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_pruner_among_processes_sharing_the_store(store_target: Target, monkeypatch: pytest.MonkeyPatch) -> None:
     import bmo.store.ledger as ledger
 
     monkeypatch.setattr(ledger, "PRUNE_EVERY_S", 0.05)
@@ -150,7 +151,7 @@ def test_one_pruner_among_processes_sharing_the_store(tmp_path: Path, monkeypatc
             return 0
 
     async def go() -> tuple[int, int]:
-        db = Database(tmp_path / "bmo.db")
+        db = make_store(store_target)
         await db.open()
         a, b = Counted(), Counted()
         tasks = [

@@ -285,12 +285,12 @@ def test_ledger_routes_need_the_ledger_scope(make_bmo: Any, upstream: FakeUpstre
         assert httpx.get(s.url + path, headers={"Authorization": "Bearer sk-admin"}).status_code == 200
 
 
-async def test_retention_prunes_old_runs_in_batches(tmp_path: Any) -> None:
+async def test_retention_prunes_old_runs_in_batches(store_target: Any) -> None:
     from bmo.runs import RunRecord
     from bmo.store import ledger
-    from bmo.store.db import Database
+    from bmo.store.backend import make_store
 
-    db = Database(tmp_path / "bmo.db")
+    db = make_store(store_target)  # SQLite and PostgreSQL
     await db.open()
     writer = ledger.LedgerWriter(db)
     writer.start()
@@ -308,12 +308,12 @@ async def test_retention_prunes_old_runs_in_batches(tmp_path: Any) -> None:
     await db.close()
 
 
-async def test_a_full_ledger_queue_drops_and_counts_then_writes_the_rest(tmp_path: Any) -> None:
+async def test_a_full_ledger_queue_drops_and_counts_then_writes_the_rest(store_target: Any) -> None:
     from bmo.runs import RunRecord
     from bmo.store import ledger
-    from bmo.store.db import Database
+    from bmo.store.backend import make_store
 
-    db = Database(tmp_path / "bmo.db")
+    db = make_store(store_target)  # SQLite and PostgreSQL
     await db.open()
     writer = ledger.LedgerWriter(db, queue_max=3)
     for i in range(5):  # the writer is not running yet: the disk "cannot keep up"

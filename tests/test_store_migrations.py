@@ -15,6 +15,8 @@ import aiosqlite
 import pytest
 
 from bmo.errors import Unavailable
+from bmo.store import pg_migrations
+from bmo.store.backend import Target, is_url, make_store, open_store
 from bmo.store.db import Database
 from bmo.store.migrations import MIGRATIONS, latest_version, migrate, split_statements
 
@@ -120,27 +122,34 @@ async def test_reopening_applies_nothing_and_keeps_rows(tmp_path: Path) -> None:
         await db.close()
 
 
-async def test_many_openers_at_once_migrate_once(tmp_path: Path) -> None:
-    path = tmp_path / "bmo.db"
-    dbs = [Database(path) for _ in range(12)]  # several workers or CLI commands starting together
+def _versions(target: Target) -> list[int]:
+    return [m.version for m in (pg_migrations.MIGRATIONS if is_url(target) else MIGRATIONS)]
+
+
+async def test_many_openers_at_once_migrate_once(store_target: Target) -> None:
+    """Workers, CLI commands or replicas starting together (SQLite's write lock; PostgreSQL's advisory lock)."""
+    dbs = [make_store(store_target, pool_size=2) for _ in range(12)]
     await asyncio.gather(*(d.open() for d in dbs))
     try:
         rows = await dbs[0].fetchall("SELECT version FROM schema_migrations")
-        assert sorted(r[0] for r in rows) == [m.version for m in MIGRATIONS]
+        assert sorted(r[0] for r in rows) == _versions(store_target)
+        await dbs[1].close()
+        await dbs[1].open()  # reopening applies nothing
+        assert len(await dbs[1].fetchall("SELECT version FROM schema_migrations")) == len(rows)
     finally:
         for d in dbs:
             await d.close()
 
 
-async def test_a_file_from_a_newer_bmo_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "bmo.db"
-    await (await open_db(path)).close()
-    conn = sqlite3.connect(path)
-    conn.execute("INSERT INTO schema_migrations VALUES (?, 'future', 0)", (latest_version() + 1,))
-    conn.commit()
-    conn.close()
+async def test_a_store_from_a_newer_bmo_is_refused(store_target: Target) -> None:
+    async with open_store(store_target) as db:
+        async with db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO schema_migrations VALUES (?, 'future', 0)", (max(_versions(store_target)) + 1,)
+            )
     with pytest.raises(Unavailable) as e:
-        await open_db(path)
+        async with open_store(store_target):
+            pass
     assert "newer" in e.value.message and e.value.code == "store_unavailable"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import shlex
 from dataclasses import dataclass, field
 from importlib import resources
@@ -117,6 +118,14 @@ class ResponsesConfig:
 
 
 @dataclass(slots=True)
+class StoreConfig:
+    # "" = SQLite in BMO_HOME/bmo.db; postgresql://user:password@host:port/db = a database that
+    # several bmo replicas share (needs `pip install 'bmo[postgres]'`; the binary has it)
+    url: str = ""
+    pool_size: int = 10  # PostgreSQL connections per bmo process
+
+
+@dataclass(slots=True)
 class Config:
     home: Path = field(default_factory=lambda: Path("~/.bmo").expanduser())
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -134,6 +143,7 @@ class Config:
     sessions: SessionsConfig = field(default_factory=SessionsConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
     responses: ResponsesConfig = field(default_factory=ResponsesConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     config_file: Path | None = None
     config_written: bool = False  # true when this start wrote the default config.yaml
     lines: dict[str, int] = field(default_factory=dict, repr=False, compare=False)  # dotted key -> line
@@ -147,6 +157,11 @@ class Config:
     @property
     def db_path(self) -> Path:
         return self.home / "bmo.db"
+
+    @property
+    def store_target(self) -> Path | str:
+        """What the store opens: the PostgreSQL URL when `store.url` is set, else bmo.db."""
+        return self.store.url or self.db_path
 
     @property
     def agents_path(self) -> Path:
@@ -164,6 +179,7 @@ _SECTIONS: dict[str, type] = {
     "sessions": SessionsConfig,
     "ledger": LedgerConfig,
     "responses": ResponsesConfig,
+    "store": StoreConfig,
 }
 _TOP_SCALARS = {"default_agent": str, "agents_dir": str}
 _MAPPINGS = ("providers", "model_aliases", "mcp_servers", "teams")  # name -> mapping; the file alone sets them
@@ -218,6 +234,22 @@ def is_loopback_host(host: str) -> bool:
 def default_home(env: dict[str, str] | None = None) -> Path:
     home = os.environ.get("BMO_HOME") if env is None else env.get("BMO_HOME")
     return Path(home or "~/.bmo").expanduser()
+
+
+def store_target(home: Path | None = None, env: dict[str, str] | None = None) -> Path | str:
+    """Where the store is, read even from a config that is otherwise broken (a leaked key must be
+    revocable while config.yaml has a typo): BMO_STORE_URL, else `store.url` in config.yaml, else
+    bmo.db in the home. The URL is not checked here; opening it is."""
+    env = dict(os.environ) if env is None else env
+    home = (home or default_home(env)).expanduser()
+    url = env.get("BMO_STORE_URL", "").strip()
+    if not url:
+        try:
+            data = yaml.safe_load((home / "config.yaml").read_text("utf-8"))
+            url = str(data["store"]["url"] or "").strip()
+        except (OSError, yaml.YAMLError, KeyError, TypeError):
+            url = ""
+    return url or home / "bmo.db"
 
 
 def default_config_text() -> str:
@@ -520,6 +552,15 @@ def _finish(cfg: Config, env: dict[str, str]) -> None:
                 f"providers.{name}.api_key_env",
                 "must name an environment variable (the key itself is never written in the config)",
             )
+    url = cfg.store.url = cfg.store.url.strip()
+    if url and url.split("://", 1)[0] not in ("postgresql", "postgres"):
+        raise ConfigError(
+            str(cfg.config_file),
+            cfg.where("store.url"),
+            "must be empty (SQLite in BMO_HOME/bmo.db) or a postgresql://user:password@host:port/db URL",
+        )
+    if cfg.store.pool_size < 1:
+        raise ConfigError(str(cfg.config_file), cfg.where("store.pool_size"), "must be at least 1")
     if cfg.auth.mode == "none" and not cfg.is_loopback():
         raise ConfigError(
             str(cfg.config_file),
@@ -536,6 +577,7 @@ def as_dict(cfg: Config) -> dict[str, Any]:
     d["config_file"] = str(cfg.config_file) if cfg.config_file else None
     d.pop("config_written", None)
     d.pop("lines", None)
+    d["store"]["url"] = re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", cfg.store.url)  # never a password
     for server in d.get("mcp_servers", {}).values():
         for part in ("env", "headers"):  # `${VAR}` references are shown; a value written out is not
             server[part] = {k: v if _is_reference(v) else "***" for k, v in server[part].items()}

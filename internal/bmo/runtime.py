@@ -22,13 +22,14 @@ from bmo.recorder import AccessLog, Recorder
 from bmo.runs import Persistence, RunRecord
 from bmo.service import Admission, ChatService
 from bmo.sessions import SessionManager
-from bmo.store.db import Database
+from bmo.store.backend import make_store
 from bmo.store.keys import KeyStore
 from bmo.store.leases import LeaseStore
 from bmo.store.ledger import LedgerWriter, get_run, list_runs, prune_forever, run_stats
 from bmo.store.responses import ResponseStore
 from bmo.store.sessions import SessionStore
 from bmo.store.verifier import CachedKeyVerifier
+from bmo.store.workers import server_id
 from bmo.tools.catalog import catalog
 from bmo.tools.registry import ToolRegistry
 from bmo.workers import Fleet, WorkerSlot, summed, workers_view
@@ -47,13 +48,15 @@ class Runtime:
         self.providers: dict[str, Provider] = {}
         self.service: ChatService | None = None
         # The store: made now (so the server can be handed the key verifier), opened in open().
-        self.db = Database(cfg.db_path)
+        # SQLite in BMO_HOME/bmo.db, or the PostgreSQL database in `store.url` (store.backend).
+        self.db = make_store(cfg.store_target, pool_size=cfg.store.pool_size)
         self.key_store = KeyStore(self.db)
         self.keys = CachedKeyVerifier(self.key_store)
         self._keys_task: asyncio.Task[None] | None = None
         # The ledger: runs are recorded in memory at once and written by the writer's own task.
         self.persistence = Persistence()
         self.ledger = LedgerWriter(self.db, self.persistence)
+        self.db.on_down = self.ledger.store_down  # posture's persistence follows the database's health
         self.recorder = Recorder(
             self.ledger,
             self.persistence,
@@ -84,7 +87,7 @@ class Runtime:
         self.ledger.start()
         if self.worker is not None:
             self.recorder.log.max_write = select.PIPE_BUF  # N workers write to one stderr
-            self.fleet = Fleet(self.worker, self.db, self.recorder.metrics, self.persistence)
+            self.fleet = Fleet(self.worker, self.db, self.recorder.metrics, self.persistence, server_id(self.cfg.home))
             await self.fleet.start()
         self._prune_task = asyncio.create_task(
             prune_forever(

@@ -28,7 +28,7 @@ from typing import Any
 
 from bmo.metrics import Metrics
 from bmo.runs import Persistence, iso_utc
-from bmo.store.db import Database
+from bmo.store.backend import Db
 from bmo.store.workers import WorkerRow, WorkerStore
 
 PUBLISH_S = 1.0
@@ -53,9 +53,9 @@ class WorkerSlot:
 class Fleet:
     """This worker's row in the `workers` table, and the sums over all of them."""
 
-    def __init__(self, slot: WorkerSlot, db: Database, metrics: Metrics, persistence: Persistence) -> None:
+    def __init__(self, slot: WorkerSlot, db: Db, metrics: Metrics, persistence: Persistence, server: str = "") -> None:
         self.slot = slot
-        self.store = WorkerStore(db)
+        self.store = WorkerStore(db, server)  # `server`: this bmo's rows on a shared store
         self.metrics = metrics
         self.persistence = persistence
         self.pid = os.getpid()

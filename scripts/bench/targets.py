@@ -185,15 +185,16 @@ def start_bmo(
     name: str = "bmo",
     profile: Path | None = None,
     args: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
 ) -> Proc:
     """bmo from this checkout, or from `src` (a tree holding internal/bmo, e.g. an older commit);
-    `args`: more `bmo serve` options (`--workers 2`)."""
+    `args`: more `bmo serve` options (`--workers 2`); `extra_env`: more BMO_* (BMO_STORE_URL)."""
     home = procs.workdir / f"{name}-home"
     (home / "agents").mkdir(parents=True, exist_ok=True)
     (home / "config.yaml").write_text(BMO_CONFIG.format(upstream=upstream.url))
     (home / "agents" / "bench.yaml").write_text(BMO_AGENT)
     port = free_port()
-    env = {"BMO_HOME": str(home), "BMO_API_KEY": key, "COLUMNS": "200", "NO_COLOR": "1"}
+    env = {"BMO_HOME": str(home), "BMO_API_KEY": key, "COLUMNS": "200", "NO_COLOR": "1", **(extra_env or {})}
     if src is not None:
         env["PYTHONPATH"] = str(src.resolve() / "internal")  # ahead of the editable install
     exe = [str(bmo_binary())] if profile is None else [*python(profile), "-m", "bmo"]

@@ -18,7 +18,7 @@ import typer
 
 from bmo.cli.common import HomeOption, JsonOption, WideOption, console, fail, print_json
 from bmo.cli.tables import Col, local_time, render, short_time, state_style, time_header
-from bmo.config import default_home
+from bmo.config import store_target
 from bmo.errors import BmoError, InvalidRequest
 
 app = typer.Typer(help="Stored API keys: create, list, revoke.", no_args_is_help=True)
@@ -26,8 +26,13 @@ app = typer.Typer(help="Stored API keys: create, list, revoke.", no_args_is_help
 T = TypeVar("T")
 
 
-def _db_path(home: Path | None) -> Path:
-    return (home or default_home()).expanduser() / "bmo.db"
+def _target(home: Path | None) -> Path | str:
+    """The store: bmo.db in the home, or the PostgreSQL database its config's `store.url` names."""
+    return store_target(home)
+
+
+def _exists(target: Path | str) -> bool:
+    return not isinstance(target, Path) or target.exists()  # a database server is asked, never skipped
 
 
 def _with_store(home: Path | None, work: Callable[[Any], Awaitable[T]]) -> T:
@@ -36,7 +41,7 @@ def _with_store(home: Path | None, work: Callable[[Any], Awaitable[T]]) -> T:
     from bmo.store.keys import KeyStore
 
     async def go() -> T:
-        async with open_database(_db_path(home)) as db:
+        async with open_database(_target(home), pool_size=2) as db:
             return await work(KeyStore(db))
 
     try:
@@ -101,9 +106,8 @@ def create(
 @app.command("list")
 def list_keys(home: Path = HomeOption, as_json: bool = JsonOption, wide: bool = WideOption) -> None:
     """Every key: name, prefix, scopes, created, last used, expires, state. Never a secret."""
-    path = _db_path(home)
     # Listing must not create a database where none is; no file means no keys.
-    records = _with_store(home, lambda ks: ks.list()) if path.exists() else []
+    records = _with_store(home, lambda ks: ks.list()) if _exists(_target(home)) else []
     data = [
         {
             "object": "api_key",
@@ -155,8 +159,8 @@ def revoke(
     home: Path = HomeOption,
 ) -> None:
     """Revoke a key; a running server refuses it within a second or two."""
-    if not _db_path(home).exists():
-        fail(f"There are no API keys yet (no database at {_db_path(home)}).", 1)
+    if not _exists(target := _target(home)):
+        fail(f"There are no API keys yet (no database at {target}).", 1)
     rec = _with_store(home, lambda ks: ks.revoke(key))
     console().print(
         f"Revoked API key [bold]{rec.name}[/] ({rec.prefix}). A running server refuses it within a second or two.",

@@ -13,6 +13,7 @@ from bmo.cli import (
     serve_cmd,
     sessions_cmd,
     status_cmd,
+    store_cmd,
     tools_cmd,
 )
 
@@ -36,10 +37,11 @@ app.add_typer(ledger_cmd.app, name="runs")
 app.command("posture")(ledger_cmd.posture)
 app.add_typer(sessions_cmd.app, name="sessions")
 app.add_typer(responses_cmd.app, name="responses")
+app.add_typer(store_cmd.app, name="store")
 
 # Help and usage errors in plain text, for every group: Typer's Rich formatting imports
 # rich.markdown and rich.traceback, and with them markdown-it and pygments (~2 MB of the binary,
 # and time on every error); bmo's own output still uses Rich (bmo.cli.tables).
 for _group in (app, config_cmd.app, agents_cmd.app, apikey_cmd.app, ledger_cmd.app, sessions_cmd.app,
-               responses_cmd.app, tools_cmd.app):  # fmt: skip
+               responses_cmd.app, tools_cmd.app, store_cmd.app):  # fmt: skip
     _group.rich_markup_mode = None

@@ -90,9 +90,9 @@ def with_db(cfg: Config, fn: Any) -> Any:
     from bmo.store.db import open_database
 
     async def go() -> Any:
-        if not cfg.db_path.exists():
+        if not cfg.store.url and not cfg.db_path.exists():
             return await fn(None)
-        async with open_database(cfg.db_path) as db:
+        async with open_database(cfg.store_target, pool_size=cfg.store.pool_size) as db:
             return await fn(db)
 
     try:

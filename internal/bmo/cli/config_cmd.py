@@ -32,7 +32,7 @@ from bmo.cli.common import (
 from bmo.cli.ledger_cmd import PostureRefused, posture_data, render_posture
 from bmo.cli.remote import UrlOption, config_url
 from bmo.cli.tables import Col, number, render, render_pairs
-from bmo.config import _SECTIONS, _TOP_SCALARS, Config
+from bmo.config import _SECTIONS, _TOP_SCALARS, Config, as_dict
 from bmo.errors import ConfigError
 
 app = typer.Typer(help="Check and show the configuration.", no_args_is_help=True)
@@ -65,6 +65,8 @@ def settings(cfg: Config) -> list[dict[str, Any]]:
     for section, name in keys:
         dotted = f"{section}.{name}" if section else name
         value = getattr(getattr(cfg, section) if section else cfg, name)
+        if dotted == "store.url":
+            value = as_dict(cfg)["store"]["url"]  # never a password
         out.append({"key": dotted, "value": value, "source": _source(cfg, dotted)})
     for glob, target in cfg.model_aliases.items():  # in the file's order: the first match wins
         dotted = f"model_aliases.{glob}"

@@ -48,7 +48,7 @@ from bmo.cli.tables import (
     state_style,
     time_header,
 )
-from bmo.config import Config
+from bmo.config import Config, as_dict
 
 app = typer.Typer(help="The run ledger: every request on a compat route.", no_args_is_help=True)
 DOWN = 3
@@ -63,7 +63,12 @@ UaOption = typer.Option(None, "--ua", help="Only user-agents containing this tex
 
 
 def _source_line(out: Console, cfg: Config) -> None:
-    out.print(Text(f"source: database {cfg.db_path}", style="dim"), soft_wrap=True)
+    out.print(Text(f"source: {_where(cfg)}", style="dim"), soft_wrap=True)
+
+
+def _where(cfg: Config) -> str:
+    """The store, for messages: bmo.db's path, or the PostgreSQL URL without its password."""
+    return f"database {cfg.db_path}" if not cfg.store.url else f"database {as_dict(cfg)['store']['url']}"
 
 
 # ---- the run table, shared by runs list, runs tail and posture's recent runs ----------------
@@ -153,7 +158,7 @@ def _one(cfg: Config, request_id: str) -> Any:
 
     record = with_db(cfg, q)
     if record is None:
-        fail(f"no run with request id {request_id!r} in {cfg.db_path}")
+        fail(f"no run with request id {request_id!r} in {_where(cfg)}")
     return record
 
 
@@ -230,9 +235,9 @@ def runs_tail(
     line = _TailLine(out, wide=wide, as_json=as_json)
 
     async def go() -> None:
-        while not cfg.db_path.exists():  # noqa: ASYNC110 - a file, not an event: wait for a server to make it
+        while not cfg.store.url and not cfg.db_path.exists():  # noqa: ASYNC110 - a file, not an event: wait for a server to make it
             await asyncio.sleep(interval)
-        async with open_database(cfg.db_path) as db:
+        async with open_database(cfg.store_target, pool_size=1) as db:
             pos = await last_written(db)
             if limit:
                 backlog, _ = await list_runs(db, limit=limit, **filters)
@@ -242,7 +247,7 @@ def runs_tail(
             for r in reversed(backlog):
                 line.emit(r.to_json())
             if not as_json:
-                out.print(Text(f"following {cfg.db_path} (Ctrl-C stops)", style="dim"), soft_wrap=True)
+                out.print(Text(f"following {_where(cfg)} (Ctrl-C stops)", style="dim"), soft_wrap=True)
             new = 0
             while count is None or new < count:
                 await asyncio.sleep(interval)

@@ -29,7 +29,7 @@ import typer
 from bmo import __version__
 from bmo.cli.common import HomeOption, build_runtime, config_or_exit, fail, print_json
 from bmo.cli.remote import remove_serve_file, write_serve_file
-from bmo.config import Config
+from bmo.config import Config, as_dict
 from bmo.errors import BmoError, ConfigError
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ def serve(
     finally:
         remove_serve_file(cfg.home, os.getpid())
         if first is not None and not shown:
-            _forget(cfg.db_path, first)  # never shown to anyone: the next start mints a fresh one
+            _forget(cfg, first)  # never shown to anyone: the next start mints a fresh one
 
 
 def _show_ready(
@@ -180,6 +180,8 @@ def _show_ready(
     out.line(f"  home     {cfg.home}")
     written = " (written now, with every default)" if cfg.config_written else ""
     out.line(f"  config   {cfg.config_file}{written}")
+    if cfg.store.url:  # SQLite's bmo.db is in the home; a shared store is named (never its password)
+        out.line(f"  store    {as_dict(cfg)['store']['url']}")
     out.line(
         f"  agents   {', '.join(runtime.agents.model_ids())}  (default: {cfg.default_agent} on "
         f"{runtime.agents.default.model})"
@@ -304,7 +306,7 @@ def _supervise(cfg: Config, t0: float, passed: list[str]) -> None:
     finally:
         remove_serve_file(cfg.home, os.getpid())
         if first is not None and not shown:
-            _forget(cfg.db_path, first)
+            _forget(cfg, first)
     if code:
         raise typer.Exit(code)
 
@@ -395,13 +397,13 @@ def _prepare_store(cfg: Config, *, mint_first: bool, workers: bool = False) -> N
     with `workers`, empty the `workers` table (a previous server's rows: bmo.workers)."""
     from bmo.store.db import open_database
     from bmo.store.keys import KeyStore
-    from bmo.store.workers import WorkerStore
+    from bmo.store.workers import WorkerStore, server_id
 
     async def go() -> NewKey | None:
         try:
-            async with open_database(cfg.db_path) as db:
+            async with open_database(cfg.store_target, pool_size=cfg.store.pool_size) as db:
                 if workers:
-                    await WorkerStore(db).clear()
+                    await WorkerStore(db, server_id(cfg.home)).clear()
                 return await KeyStore(db).ensure_first() if mint_first else None
         except BaseException:
             # When a connect fails, aiosqlite stops its worker thread without waiting for it; this
@@ -416,12 +418,12 @@ def _prepare_store(cfg: Config, *, mint_first: bool, workers: bool = False) -> N
         _start_failed(e, cfg)
 
 
-def _forget(db_path: Path, key: NewKey) -> None:
+def _forget(cfg: Config, key: NewKey) -> None:
     from bmo.store.db import open_database
     from bmo.store.keys import KeyStore
 
     async def go() -> None:
-        async with open_database(db_path) as db:
+        async with open_database(cfg.store_target, pool_size=1) as db:
             await KeyStore(db).delete(key.record.id)
 
     with contextlib.suppress(BmoError):

@@ -8,6 +8,10 @@ IMMEDIATE`) so that a busy database waits `busy_timeout` instead of failing half
 
 Every failure to open or use the file becomes `Unavailable` (503 `store_unavailable`) with a
 message that says which file and what went wrong.
+
+The store modules speak to a database through the small surface both backends share (see
+`store.backend`): `fetchall`, `fetchone`, `transaction()` yielding a `Tx`, `delete_in_batches`,
+`health`, `dialect`. `bmo.store.pg.PgDatabase` is the other implementation of it.
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from bmo.errors import Unavailable
+from bmo.store.backend import Db, open_store
+from bmo.store.dialect import SQLITE
 from bmo.store.migrations import migrate
 
 # How long a writer waits for another process's write lock before giving up. Writes are short
@@ -54,7 +60,41 @@ async def _switch_to_wal(conn: aiosqlite.Connection) -> None:
         raise sqlite3.OperationalError(f"cannot switch to WAL mode (got {mode[0] if mode else None!r})")
 
 
+class SqliteTx:
+    """One write transaction's statements (what `Database.transaction()` yields)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+        cur = await self.conn.execute(sql, tuple(params))
+        return cur.rowcount or 0
+
+    async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        await self.conn.executemany(sql, rows)
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        return list(await self.conn.execute_fetchall(sql, tuple(params)))
+
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+        cur = await self.conn.execute(sql, tuple(params))
+        return await cur.fetchone()
+
+    async def insert_id(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """Run an INSERT into a table with an `id` key; the new row's id."""
+        cur = await self.conn.execute(sql, tuple(params))
+        return int(cur.lastrowid or 0)
+
+
 class Database:
+    """The SQLite backend (`store.url` empty): BMO_HOME/bmo.db."""
+
+    dialect = SQLITE
+    remote = False  # one file on this machine: no other host changes keys behind this process's back
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._conn: aiosqlite.Connection | None = None
@@ -62,6 +102,7 @@ class Database:
         # The last failure of each kind, cleared by the next success of that kind (for /health).
         self.last_write_error: str | None = None
         self.last_read_error: str | None = None
+        self.on_down: Callable[[str], None] | None = None  # never called: a file's failures show on use
 
     @property
     def is_open(self) -> bool:
@@ -124,7 +165,7 @@ class Database:
         return rows[0] if rows else None
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def transaction(self) -> AsyncIterator[SqliteTx]:
         """One write transaction; commits on success, rolls back on any exception."""
         async with self._write_lock:
             conn = self.conn
@@ -134,7 +175,7 @@ class Database:
                 self.last_write_error = str(e)
                 raise store_error(self.path, "could not be written", e) from e
             try:
-                yield conn
+                yield SqliteTx(conn)
                 await conn.execute("COMMIT")
             except BaseException as e:
                 with contextlib.suppress(sqlite3.Error):
@@ -150,13 +191,16 @@ class Database:
         than `batch` rows: small transactions never hold the write lock long. Returns the total."""
         total = 0
         while True:
-            async with self.transaction() as conn:
-                cur = await conn.execute(sql, (*params, batch))
-                n = cur.rowcount or 0
+            async with self.transaction() as tx:
+                n = await tx.execute(sql, (*params, batch))
             total += n
             if n < batch:
                 return total
             await asyncio.sleep(0.05)  # let request-path writers in between batches
+
+    def describe(self) -> str:
+        """Where the store is, for messages (`bmo runs show`, `bmo store migrate`)."""
+        return f"database {self.path}"
 
     def health(self) -> str | None:
         """None when the store looks writable, else the reason. Cheap: no SQL, no disk write.
@@ -174,12 +218,6 @@ class Database:
         return None
 
 
-@contextlib.asynccontextmanager
-async def open_database(path: Path) -> AsyncIterator[Database]:
-    """For the CLI: open, use, close."""
-    db = Database(path)
-    await db.open()
-    try:
-        yield db
-    finally:
-        await db.close()
+def open_database(target: Path | str, *, pool_size: int = 10) -> contextlib.AbstractAsyncContextManager[Db]:
+    """For the CLI: open, use, close; a SQLite file or a PostgreSQL URL (store.backend.open_store)."""
+    return open_store(target, pool_size=pool_size)

@@ -15,15 +15,12 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-import aiosqlite
-
 from bmo.errors import InvalidRequest, NotFound
-from bmo.store.db import Database
+from bmo.store.backend import Db, Row, Tx
 
 KEY_PREFIX = "sk-bmo-"
 DISPLAY_LEN = 12  # "sk-bmo-" + 5 characters: enough to tell keys apart in a list, useless to guess
@@ -145,7 +142,7 @@ class NewKey:
 _COLUMNS = "id, name, prefix, scopes, created_at, expires_at, revoked_at, last_used_at"
 
 
-def _record(row: sqlite3.Row) -> KeyRecord:
+def _record(row: Row) -> KeyRecord:
     return KeyRecord(
         id=int(row["id"]),
         name=row["name"],
@@ -161,7 +158,7 @@ def _record(row: sqlite3.Row) -> KeyRecord:
 class KeyStore:
     """The `api_keys` table. Every method is one short statement or transaction."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Db) -> None:
         self.db = db
 
     async def create(self, name: str, scopes: tuple[str, ...] | list[str], expires_at: float | None = None) -> NewKey:
@@ -170,46 +167,43 @@ class KeyStore:
         now = time.time()
         if expires_at is not None and expires_at <= now:
             raise InvalidRequest("The expiry must lie in the future.", param="expires")
-        async with self.db.transaction() as conn:
-            clash = await (
-                await conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE name = ? AND revoked_at IS NULL", (name,))
-            ).fetchone()
+        async with self.db.transaction() as tx:
+            clash = await tx.fetchone(f"SELECT {_COLUMNS} FROM api_keys WHERE name = ? AND revoked_at IS NULL", (name,))
             if clash is not None:
                 state = _record(clash).state(now)
                 hint = "revoke it first, or pick another name" if state == "expired" else "pick another name"
                 raise InvalidRequest(f"A key named {name!r} already exists ({state}); {hint}.", param="name")
-            return await self._insert(conn, name, scopes, expires_at, now)
+            return await self._insert(tx, name, scopes, expires_at, now)
 
     async def ensure_first(self) -> NewKey | None:
         """Mint the `first` key when no usable (active) key exists; None when one does. Atomic, so
         two starts at once mint at most one."""
         now = time.time()
-        async with self.db.transaction() as conn:
-            cur = await conn.execute(
+        async with self.db.transaction() as tx:
+            if self.db.dialect.lock_keys:
+                await tx.execute(self.db.dialect.lock_keys)
+            row = await tx.fetchone(
                 "SELECT count(*) FROM api_keys WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
                 (now,),
             )
-            row = await cur.fetchone()
             if row is not None and int(row[0]) > 0:
                 return None
-            cur = await conn.execute("SELECT name FROM api_keys WHERE revoked_at IS NULL")
-            taken = {r[0] for r in await cur.fetchall()}  # only expired keys remain live here
+            taken = {
+                r[0] for r in await tx.fetchall("SELECT name FROM api_keys WHERE revoked_at IS NULL")
+            }  # only expired keys remain live here
             name, n = FIRST_KEY_NAME, 1
             while name in taken:
                 n += 1
                 name = f"{FIRST_KEY_NAME}-{n}"
-            return await self._insert(conn, name, FIRST_KEY_SCOPES, None, now)
+            return await self._insert(tx, name, FIRST_KEY_SCOPES, None, now)
 
-    async def _insert(
-        self, conn: aiosqlite.Connection, name: str, scopes: tuple[str, ...], expires_at: float | None, now: float
-    ) -> NewKey:
+    async def _insert(self, tx: Tx, name: str, scopes: tuple[str, ...], expires_at: float | None, now: float) -> NewKey:
         secret = new_secret()
-        cur = await conn.execute(
+        key_id = await tx.insert_id(
             "INSERT INTO api_keys (name, prefix, hash, scopes, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
             (name, display_prefix(secret), hash_secret(secret), ",".join(scopes), now, expires_at),
         )
-        key_id = int(cur.lastrowid or 0)
-        await _bump_epoch(conn)
+        await _bump_epoch(tx)
         rec = KeyRecord(key_id, name, display_prefix(secret), frozenset(scopes), now, expires_at, None, None)
         return NewKey(rec, secret)
 
@@ -221,19 +215,21 @@ class KeyStore:
         """Revoke the live key named `ref`, or whose prefix (or whole secret) is `ref`."""
         ref = ref.strip()
         now = time.time()
-        async with self.db.transaction() as conn:
-            cur = await conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE revoked_at IS NULL AND name = ?", (ref,))
-            rows = list(await cur.fetchall())
+        async with self.db.transaction() as tx:
+            rows = list(
+                await tx.fetchall(f"SELECT {_COLUMNS} FROM api_keys WHERE revoked_at IS NULL AND name = ?", (ref,))
+            )
             if not rows and is_well_formed(ref):
-                cur = await conn.execute(
+                found = await tx.fetchall(
                     f"SELECT {_COLUMNS}, hash FROM api_keys WHERE revoked_at IS NULL AND hash = ?", (hash_secret(ref),)
                 )
-                rows = [r for r in await cur.fetchall() if hmac.compare_digest(r["hash"], hash_secret(ref))]
+                rows = [r for r in found if hmac.compare_digest(r["hash"], hash_secret(ref))]
             if not rows:
-                cur = await conn.execute(
-                    f"SELECT {_COLUMNS} FROM api_keys WHERE revoked_at IS NULL AND prefix = ?", (ref,)
+                rows = list(
+                    await tx.fetchall(
+                        f"SELECT {_COLUMNS} FROM api_keys WHERE revoked_at IS NULL AND prefix = ?", (ref,)
+                    )
                 )
-                rows = list(await cur.fetchall())
             if len(rows) > 1:
                 raise InvalidRequest(
                     f"The prefix {ref!r} matches {len(rows)} keys ({', '.join(r['name'] for r in rows)}); "
@@ -241,19 +237,18 @@ class KeyStore:
                     param="key",
                 )
             if not rows:
-                cur = await conn.execute(
+                gone = await tx.fetchone(
                     "SELECT count(*) FROM api_keys "
                     "WHERE revoked_at IS NOT NULL AND (name = ? OR prefix = ? OR hash = ?)",
                     (ref, ref, hash_secret(ref)),
                 )
-                gone = await cur.fetchone()
                 shown = display_prefix(ref) + "…" if is_well_formed(ref) else ref  # never echo a whole secret
                 if gone is not None and int(gone[0]) > 0:
                     raise NotFound(f"The key {shown!r} is already revoked.", code="key_not_found")
                 raise NotFound(f"No live key is named {shown!r} or has that prefix.", code="key_not_found")
             rec = _record(rows[0])
-            await conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (now, rec.id))
-            await _bump_epoch(conn)
+            await tx.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (now, rec.id))
+            await _bump_epoch(tx)
         return KeyRecord(
             rec.id, rec.name, rec.prefix, rec.scopes, rec.created_at, rec.expires_at, now, rec.last_used_at
         )
@@ -261,9 +256,9 @@ class KeyStore:
     async def delete(self, key_id: int) -> None:
         """Remove a row outright: only for a key that was never shown to anyone (a first key
         minted by a start that then failed to bind)."""
-        async with self.db.transaction() as conn:
-            await conn.execute("DELETE FROM api_keys WHERE id = ?", (key_id,))
-            await _bump_epoch(conn)
+        async with self.db.transaction() as tx:
+            await tx.execute("DELETE FROM api_keys WHERE id = ?", (key_id,))
+            await _bump_epoch(tx)
 
     async def find(self, key_hash: str) -> KeyRecord | None:
         """The row whose hash is `key_hash` (any state), or None."""
@@ -280,12 +275,12 @@ class KeyStore:
         """Record last-used times for many keys in one transaction (the verifier's batch)."""
         if not last_used:
             return
-        async with self.db.transaction() as conn:
-            await conn.executemany(
+        async with self.db.transaction() as tx:
+            await tx.executemany(
                 "UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
                 [(ts, key_id, ts) for key_id, ts in last_used.items()],
             )
 
 
-async def _bump_epoch(conn: aiosqlite.Connection) -> None:
-    await conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'key_epoch'")
+async def _bump_epoch(tx: Tx) -> None:
+    await tx.execute("UPDATE counters SET value = value + 1 WHERE name = 'key_epoch'")

@@ -17,7 +17,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from bmo.store.db import Database
+from bmo.store.backend import Db
 
 
 def new_owner() -> str:
@@ -26,7 +26,7 @@ def new_owner() -> str:
 
 
 class LeaseStore:
-    def __init__(self, db: Database, owner: str | None = None) -> None:
+    def __init__(self, db: Db, owner: str | None = None) -> None:
         self.db = db
         self.owner = owner or new_owner()
 
@@ -34,39 +34,38 @@ class LeaseStore:
         """Take `name` for `ttl_s` seconds (or renew it, when this owner holds it already).
         False: another owner holds it and its lease has not expired."""
         now = time.time() if now is None else now
-        async with self.db.transaction() as conn:
-            cur = await conn.execute(
+        async with self.db.transaction() as tx:
+            n = await tx.execute(
                 "INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
                 "WHERE leases.owner = excluded.owner OR leases.expires_at < ?",
                 (name, self.owner, now + ttl_s, now),
             )
-            return (cur.rowcount or 0) > 0
+            return n > 0
 
     async def renew(self, name: str, ttl_s: float) -> bool:
         """Push the expiry of a lease this owner holds; False if it holds it no longer."""
-        async with self.db.transaction() as conn:
-            cur = await conn.execute(
+        async with self.db.transaction() as tx:
+            n = await tx.execute(
                 "UPDATE leases SET expires_at = ? WHERE name = ? AND owner = ?",
                 (time.time() + ttl_s, name, self.owner),
             )
-            return (cur.rowcount or 0) > 0
+            return n > 0
 
     async def renew_all(self, ttl_s: float) -> int:
         """Push the expiry of every lease this owner holds (one write); how many it holds."""
-        async with self.db.transaction() as conn:
-            cur = await conn.execute(
+        async with self.db.transaction() as tx:
+            return await tx.execute(
                 "UPDATE leases SET expires_at = ? WHERE owner = ?", (time.time() + ttl_s, self.owner)
             )
-            return cur.rowcount or 0
 
     async def release(self, name: str, *, unless: Callable[[], bool] | None = None) -> None:
         """Give `name` back. `unless` is asked once this connection's write lock is held (so no
         acquire of this owner's can come between): True keeps the lease."""
-        async with self.db.transaction() as conn:
+        async with self.db.transaction() as tx:
             if unless is not None and unless():
                 return
-            await conn.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, self.owner))
+            await tx.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, self.owner))
 
     async def holder(self, name: str) -> tuple[str, float] | None:
         """(owner, expires_at) of a lease, expired or not; None when nobody has it."""

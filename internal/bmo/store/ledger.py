@@ -1,4 +1,4 @@
-"""The run ledger in SQLite: the writer off the request path, retention, and the read queries.
+"""The run ledger in the store (SQLite or PostgreSQL): the writer off the request path, retention, and the read queries.
 
 Writes never touch the request path: `LedgerWriter.submit` puts a finished run on a bounded
 queue and returns at once; one task drains it, writing batches in one transaction each (flushed
@@ -25,7 +25,8 @@ import orjson
 
 from bmo.errors import InvalidRequest, Unavailable
 from bmo.runs import Persistence, RunEvent, RunRecord
-from bmo.store.db import Database
+from bmo.store.backend import Db, Row
+from bmo.store.dialect import Dialect
 
 log = logging.getLogger("bmo.ledger")
 
@@ -40,7 +41,14 @@ COLUMNS = (
     "agent", "upstream_route", "stream", "ttfb_ms", "duration_ms", "prompt_tokens", "completion_tokens",
     "tool_calls", "session_id", "api_key_prefix", "client_ua", "client_ip", "events", "content", "client",
 )  # fmt: skip
-_INSERT = f"INSERT OR REPLACE INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+
+def insert_sql(dialect: Dialect) -> str:
+    """The batch insert: a run written again (same request id) replaces the first."""
+    sql = f"{dialect.upsert_run} runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+    if dialect.name != "sqlite":
+        sql += " ON CONFLICT (request_id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
+    return sql
 
 
 def _row(r: RunRecord) -> tuple[Any, ...]:
@@ -53,7 +61,7 @@ def _row(r: RunRecord) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def record_from_row(row: sqlite3.Row) -> RunRecord:
+def record_from_row(row: Row) -> RunRecord:
     events = [RunEvent(e["name"], e["t_ms"], e.get("detail")) for e in orjson.loads(row["events"])]
     return RunRecord(
         request_id=row["request_id"],
@@ -83,7 +91,7 @@ def record_from_row(row: sqlite3.Row) -> RunRecord:
 
 
 class LedgerWriter:
-    def __init__(self, db: Database, persistence: Persistence | None = None, *, queue_max: int = QUEUE_MAX) -> None:
+    def __init__(self, db: Db, persistence: Persistence | None = None, *, queue_max: int = QUEUE_MAX) -> None:
         self.db = db
         self.persistence = persistence or Persistence()
         self.queue_max = queue_max
@@ -94,6 +102,7 @@ class LedgerWriter:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._insert = insert_sql(db.dialect)
 
     def start(self) -> None:
         if self._task is None:
@@ -119,6 +128,16 @@ class LedgerWriter:
         p.state = "degraded"
         p.last_error = why
         p.dropped_rows += n
+
+    def store_down(self, why: str) -> None:
+        """The database went away (told by its health check, before any write failed): degraded
+        now, and until a write succeeds again, as after a failed write."""
+        p = self.persistence
+        if p.state == "ok":
+            p.dropped_rows = 0
+            log.warning("ledger degraded: %s", why)
+        p.state = "degraded"
+        p.last_error = why
 
     async def flush(self) -> None:
         """Wait until everything submitted so far has been written (or dropped)."""
@@ -146,8 +165,8 @@ class LedgerWriter:
     async def _write(self, batch: list[RunRecord]) -> None:
         try:
             rows = [_row(r) for r in batch]
-            async with self.db.transaction() as conn:
-                await conn.executemany(_INSERT, rows)
+            async with self.db.transaction() as tx:
+                await tx.executemany(self._insert, rows)
         except (Unavailable, sqlite3.Error, ValueError, TypeError) as e:
             self._drop(len(batch), getattr(e, "message", None) or str(e))
             return
@@ -172,16 +191,17 @@ class LedgerWriter:
             await self._write(self._take())
 
 
-async def prune(db: Database, retention_days: float, *, now: float | None = None) -> int:
+async def prune(db: Db, retention_days: float, *, now: float | None = None) -> int:
     """Delete runs older than the retention, a small batch per transaction. Returns rows deleted."""
     cutoff = (time.time() if now is None else now) - retention_days * 86400
+    pos = db.dialect.pos
     return await db.delete_in_batches(
-        "DELETE FROM runs WHERE rowid IN (SELECT rowid FROM runs WHERE started_at < ? LIMIT ?)", (cutoff,), PRUNE_BATCH
+        f"DELETE FROM runs WHERE {pos} IN (SELECT {pos} FROM runs WHERE started_at < ? LIMIT ?)", (cutoff,), PRUNE_BATCH
     )
 
 
 async def prune_forever(
-    db: Database,
+    db: Db,
     retention_days: float,
     sessions: Any = None,
     ttl_days: float = 30,
@@ -230,6 +250,7 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
 
 
 def _filters(
+    dialect: Dialect,
     route: str | None, status: int | None, agent: str | None, outcome: str | None, client: str | None, ua: str | None
 ) -> tuple[list[str], list[Any]]:
     """The WHERE terms of the filters `runs list`, `runs tail` and the runs route share. `ua` is a
@@ -241,13 +262,13 @@ def _filters(
             where.append(f"{col} = ?")
             params.append(val)
     if ua:
-        where.append("client_ua LIKE ? ESCAPE '\\'")
+        where.append(f"client_ua {dialect.ilike} ? ESCAPE '\\'")
         params.append("%" + ua.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
     return where, params
 
 
 async def list_runs(
-    db: Database,
+    db: Db,
     *,
     limit: int = 50,
     cursor: str | None = None,
@@ -260,7 +281,7 @@ async def list_runs(
     ua: str | None = None,
 ) -> tuple[list[RunRecord], str | None]:
     """Newest first. Returns the page and the cursor of the next page (None at the end)."""
-    where, params = _filters(route, status, agent, outcome, client, ua)
+    where, params = _filters(db.dialect, route, status, agent, outcome, client, ua)
     if cursor:
         started, rid = decode_cursor(cursor)
         where.append("(started_at < ? OR (started_at = ? AND request_id < ?))")
@@ -279,14 +300,14 @@ async def list_runs(
     return records, nxt
 
 
-async def last_written(db: Database) -> int:
+async def last_written(db: Db) -> int:
     """Where `runs_written_after` starts: the position of the run written last (0: none)."""
-    row = await db.fetchone("SELECT max(rowid) FROM runs")
+    row = await db.fetchone(f"SELECT max({db.dialect.pos}) FROM runs")
     return int(row[0]) if row and row[0] is not None else 0
 
 
 async def runs_written_after(
-    db: Database,
+    db: Db,
     after: int,
     *,
     limit: int = 500,
@@ -305,22 +326,23 @@ async def runs_written_after(
     upto = await last_written(db)
     if upto <= after:
         return [], after
-    where, params = _filters(route, status, agent, outcome, client, ua)
+    where, params = _filters(db.dialect, route, status, agent, outcome, client, ua)
+    pos = db.dialect.pos
     rows = await db.fetchall(
-        "SELECT rowid AS pos, * FROM runs WHERE " + " AND ".join(["rowid > ? AND rowid <= ?", *where])
-        + " ORDER BY rowid LIMIT ?",
+        f"SELECT {pos} AS pos, * FROM runs WHERE " + " AND ".join([f"{pos} > ? AND {pos} <= ?", *where])
+        + f" ORDER BY {pos} LIMIT ?",
         [after, upto, *params, limit],
     )  # fmt: skip
-    pos = int(rows[-1]["pos"]) if len(rows) == limit else upto
-    return [record_from_row(r) for r in rows], pos
+    last = int(rows[-1]["pos"]) if len(rows) == limit else upto
+    return [record_from_row(r) for r in rows], last
 
 
-async def get_run(db: Database, request_id: str) -> RunRecord | None:
+async def get_run(db: Db, request_id: str) -> RunRecord | None:
     row = await db.fetchone("SELECT * FROM runs WHERE request_id = ?", (request_id,))
     return record_from_row(row) if row is not None else None
 
 
-async def count_runs(db: Database) -> int:
+async def count_runs(db: Db) -> int:
     row = await db.fetchone("SELECT count(*) FROM runs")
     return int(row[0]) if row else 0
 
@@ -328,17 +350,18 @@ async def count_runs(db: Database) -> int:
 STATS_BUCKET_S = 60  # the stats route speaks per minute
 
 
-async def run_stats(db: Database, *, since: float, minutes: int) -> list[dict[str, Any]]:
+async def run_stats(db: Db, *, since: float, minutes: int) -> list[dict[str, Any]]:
     """The runs started in [since, since + minutes * 60) as per-minute buckets, oldest first, one
     per minute (empty ones too): `start` (unix seconds), `count`, `by_outcome` (only outcomes
     seen), `p50_ms` and `p95_ms` of `duration_ms` (None when empty).
 
-    Everything is counted and ranked in SQLite (GROUP BY, and a window function for the
+    Everything is counted and ranked in the database (GROUP BY, and a window function for the
     percentiles), so the cost is two index range scans and no run is brought into Python: a busy
     hour is hundreds of thousands of rows. Percentiles are nearest-rank, rank = ceil(q * n / 100),
     in integer arithmetic."""
     until = since + minutes * STATS_BUCKET_S
-    bucket = f"CAST((started_at - ?) / {STATS_BUCKET_S} AS INTEGER)"
+    bucket = db.dialect.bucket("started_at", STATS_BUCKET_S)
+    greatest = db.dialect.greatest
     counts = await db.fetchall(
         f"SELECT {bucket} AS k, outcome, count(*) AS n FROM runs WHERE started_at >= ? AND started_at < ? "
         "GROUP BY k, outcome ORDER BY k, outcome",
@@ -348,7 +371,8 @@ async def run_stats(db: Database, *, since: float, minutes: int) -> list[dict[st
         f"WITH b AS (SELECT {bucket} AS k, duration_ms AS d FROM runs WHERE started_at >= ? AND started_at < ?), "
         "r AS (SELECT k, d, row_number() OVER (PARTITION BY k ORDER BY d) AS i, "
         "count(*) OVER (PARTITION BY k) AS n FROM b), "
-        "q AS (SELECT k, d, i = max(1, (50 * n + 99) / 100) AS p50, i = max(1, (95 * n + 99) / 100) AS p95 FROM r) "
+        f"q AS (SELECT k, d, i = {greatest}(1, (50 * n + 99) / 100) AS p50, "
+        f"i = {greatest}(1, (95 * n + 99) / 100) AS p95 FROM r) "
         "SELECT k, d, p50, p95 FROM q WHERE p50 OR p95",
         (since, since, until),
     )

@@ -1,4 +1,4 @@
-"""Stored Responses objects in SQLite (SPEC §4b, `responses:`).
+"""Stored Responses objects in the store (SPEC §4b, `responses:`).
 
 A stored response is its new input turns, its answer (one assistant message) and the Response
 object as the client got it, under the id every event of its stream carried. `chain` walks
@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from bmo.chat import Message, message_from_json, message_to_json
-from bmo.store.db import Database
+from bmo.store.backend import Db
 
 PRUNE_BATCH = 500
 MAX_CHAIN = 1000  # a chain longer than this is cut at its oldest end (a bound on one read)
@@ -47,14 +47,16 @@ def _row(row: Any) -> StoredResponse:
 
 
 class ResponseStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Db) -> None:
         self.db = db
 
     async def save(self, r: StoredResponse) -> None:
-        async with self.db.transaction() as conn:
-            await conn.execute(
-                "INSERT OR REPLACE INTO responses (id, owner, previous_id, agent, created_at, input, output, body) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO responses (id, owner, previous_id, agent, created_at, input, output, body) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, "
+                "previous_id = excluded.previous_id, agent = excluded.agent, created_at = excluded.created_at, "
+                "input = excluded.input, output = excluded.output, body = excluded.body",
                 (
                     r.id,
                     r.owner,
@@ -94,12 +96,12 @@ class ResponseStore:
         return [_row(r) for r in rows] if rows else None
 
     async def delete(self, rid: str, owner: str | None) -> bool:
-        async with self.db.transaction() as conn:
+        async with self.db.transaction() as tx:
             if owner is None:
-                cur = await conn.execute("DELETE FROM responses WHERE id = ?", (rid,))
+                n = await tx.execute("DELETE FROM responses WHERE id = ?", (rid,))
             else:
-                cur = await conn.execute("DELETE FROM responses WHERE id = ? AND owner = ?", (rid, owner))
-            return (cur.rowcount or 0) > 0
+                n = await tx.execute("DELETE FROM responses WHERE id = ? AND owner = ?", (rid, owner))
+            return n > 0
 
     async def list(self, limit: int = 50) -> list[StoredResponse]:
         rows = await self.db.fetchall("SELECT * FROM responses ORDER BY created_at DESC LIMIT ?", (limit,))

@@ -1,4 +1,4 @@
-"""Session transcripts in SQLite (SPEC §1, `sessions:`).
+"""Session transcripts in the store (SPEC §1, `sessions:`).
 
 A session is (owner, name) → an agent and an ordered transcript. Writes replace the transcript
 from a given turn on (`save`), which covers both appending new turns and forking when a client
@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from bmo.chat import Message, message_from_json, message_to_json
-from bmo.store.db import Database
+from bmo.store.backend import Db
 
 PRUNE_BATCH = 500
 
@@ -62,7 +62,7 @@ def _session(row: Any) -> Session:
 
 
 class SessionStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Db) -> None:
         self.db = db
 
     async def find(self, owner: str, name: str) -> Session | None:
@@ -94,11 +94,11 @@ class SessionStore:
     async def create(self, owner: str, name: str, source: str, agent: str) -> Session:
         now = time.time()
         s = Session("ses_" + secrets.token_hex(12), owner, name, source, agent, now, now, 0)
-        async with self.db.transaction() as conn:
+        async with self.db.transaction() as tx:
             # a concurrent creator (another process) may have won: keep theirs
-            await conn.execute(
-                "INSERT OR IGNORE INTO sessions (id, owner, name, source, agent, created_at, updated_at, turns) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+            await tx.execute(
+                "INSERT INTO sessions (id, owner, name, source, agent, created_at, updated_at, turns) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT DO NOTHING",
                 (s.id, owner, name, source, agent, now, now),
             )
         found = await self.find(owner, name)
@@ -108,14 +108,14 @@ class SessionStore:
     async def save(self, session_id: str, keep: int, new: list[Message]) -> int:
         """Keep the first `keep` turns, then append `new`. Returns the transcript's length."""
         now = time.time()
-        async with self.db.transaction() as conn:
-            await conn.execute("DELETE FROM session_messages WHERE session_id = ? AND seq >= ?", (session_id, keep))
-            await conn.executemany(
+        async with self.db.transaction() as tx:
+            await tx.execute("DELETE FROM session_messages WHERE session_id = ? AND seq >= ?", (session_id, keep))
+            await tx.executemany(
                 "INSERT INTO session_messages (session_id, seq, message) VALUES (?, ?, ?)",
                 [(session_id, keep + i, orjson.dumps(message_to_json(m)).decode()) for i, m in enumerate(new)],
             )
             total = keep + len(new)
-            await conn.execute("UPDATE sessions SET updated_at = ?, turns = ? WHERE id = ?", (now, total, session_id))
+            await tx.execute("UPDATE sessions SET updated_at = ?, turns = ? WHERE id = ?", (now, total, session_id))
         return total
 
     async def list(self, limit: int = 100) -> list[Session]:
@@ -123,9 +123,8 @@ class SessionStore:
         return [_session(r) for r in rows]
 
     async def delete(self, session_id: str) -> bool:
-        async with self.db.transaction() as conn:
-            cur = await conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
-            return (cur.rowcount or 0) > 0
+        async with self.db.transaction() as tx:
+            return await tx.execute("DELETE FROM sessions WHERE id = ?", (session_id,)) > 0
 
     async def prune(self, ttl_days: float, now: float | None = None) -> int:
         cutoff = (time.time() if now is None else now) - ttl_days * 86400

@@ -19,6 +19,10 @@ SQLite's write lock.
 Dict lookups compare SHA-256 digests, not secrets, so their timing says nothing about any secret;
 the one place a stored hash is compared with a presented one (`KeyStore.find`) uses
 `hmac.compare_digest`.
+
+A shared store (PostgreSQL, `db.remote`) fails closed: when a poll cannot reach it, the caches
+are dropped, so every key check asks the database and gets 503 `store_unavailable` until it is
+back; another replica may have revoked a key meanwhile, and this one could not know.
 """
 
 from __future__ import annotations
@@ -150,6 +154,8 @@ class CachedKeyVerifier:
                 if e.message != self._failing:  # once per new failure, not once a second
                     log.warning("API key store: %s", e.message)
                 self._failing = e.message
+                if getattr(getattr(self.store, "db", None), "remote", False):
+                    self.invalidate()
             else:
                 if self._failing is not None:
                     log.info("API key store: working again")
