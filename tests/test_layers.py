@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "bmo.ids": 0,
     "bmo.clients": 0,  # which client sent a request, from its headers: pure, stdlib only
     "bmo.redact": 0,
+    "bmo.tls": 0,  # the CA trust of every outgoing HTTPS client (providers, MCP over HTTP)
     "bmo.config": 1,
     "bmo.protocol": 1,
     "bmo.protocol.dialect": 1,  # what every dialect shares: pure, like the rest of bmo.protocol

@@ -7,19 +7,19 @@ import sys
 
 import pytest
 
-from bmo.providers import _ssl_context
+from bmo.tls import ssl_context
 
 
 def test_frozen_binary_uses_certifi(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    ctx = _ssl_context()
+    ctx = ssl_context()
     assert isinstance(ctx, ssl.SSLContext)
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.cert_store_stats()["x509_ca"] > 50
 
 
 def test_ssl_cert_file_and_unfrozen_keep_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert _ssl_context() is True
+    assert ssl_context() is True
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     monkeypatch.setenv("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt")
-    assert _ssl_context() is True
+    assert ssl_context() is True

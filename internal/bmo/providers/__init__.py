@@ -3,10 +3,6 @@ hidden imports. `build_providers` makes one instance per configured provider."""
 
 from __future__ import annotations
 
-import os
-import ssl
-import sys
-
 import aiohttp
 
 from bmo.config import Config
@@ -17,6 +13,7 @@ from bmo.providers.echo import EchoProvider
 from bmo.providers.http import configured_secrets
 from bmo.providers.openai_compat import OpenAIProvider
 from bmo.redact import Redactor
+from bmo.tls import ssl_context
 
 __all__ = ["KINDS", "ClientSession", "ModelCall", "Provider", "UpstreamStream", "build_providers", "open_session"]
 
@@ -26,24 +23,11 @@ POOL_LIMIT = 512
 ClientSession = aiohttp.ClientSession
 
 
-def _ssl_context() -> ssl.SSLContext | bool:
-    """The frozen binary carries the build machine's OpenSSL, which looks for CA certificates
-    where that distribution keeps them; elsewhere (Fedora, Alpine…) HTTPS upstreams would fail.
-    So the binary trusts certifi's bundle, unless SSL_CERT_FILE says otherwise."""
-    if getattr(sys, "frozen", False) and not os.environ.get("SSL_CERT_FILE"):
-        try:
-            import certifi
-        except ImportError:
-            return True
-        return ssl.create_default_context(cafile=certifi.where())
-    return True  # aiohttp's default verification with the system's CA store
-
-
 def open_session(concurrency: int = 64) -> aiohttp.ClientSession:
     """The one pooled upstream HTTP client every provider shares (owned by the runtime). The pool
     is never what limits bmo: admission (`openai_compat.concurrency`) is, so it is sized above it."""
     limit = max(POOL_LIMIT, concurrency * 2)
-    connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300, enable_cleanup_closed=True, ssl=_ssl_context())
+    connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300, enable_cleanup_closed=True, ssl=ssl_context())
     return aiohttp.ClientSession(connector=connector, auto_decompress=True)
 
 

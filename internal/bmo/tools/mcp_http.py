@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import ssl
-import sys
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +29,7 @@ import orjson
 
 from bmo.config import McpServerConfig
 from bmo.protocol.sse import SSEDecoder
+from bmo.tls import ssl_context
 from bmo.tools.jsonrpc import RpcSession, SessionExpired, TransportError
 
 ACCEPT = "application/json, text/event-stream"
@@ -42,18 +40,6 @@ MAX_ANSWER = 16 * 1024 * 1024
 DELETE_WAIT = 2.0
 # Connecting is part of start-up, bounded by `startup_timeout_s` too; this caps a single attempt.
 CONNECT_TIMEOUT = 30.0
-
-
-def _ssl_context() -> ssl.SSLContext | bool:
-    """As bmo.providers does for upstreams: the frozen binary trusts certifi's CA bundle (its
-    OpenSSL looks for the build machine's), unless SSL_CERT_FILE says otherwise."""
-    if getattr(sys, "frozen", False) and not os.environ.get("SSL_CERT_FILE"):
-        try:
-            import certifi
-        except ImportError:
-            return True
-        return ssl.create_default_context(cafile=certifi.where())
-    return True
 
 
 class HttpTransport:
@@ -75,7 +61,7 @@ class HttpTransport:
 
     async def start(self) -> None:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(CONNECT_TIMEOUT, self.cfg.startup_timeout_s))
-        connector = aiohttp.TCPConnector(ssl=_ssl_context())
+        connector = aiohttp.TCPConnector(ssl=ssl_context())
         self._http = aiohttp.ClientSession(timeout=timeout, connector=connector)
 
     def reset_session(self) -> None:
