@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -140,23 +141,7 @@ def serve(
             shown = True
             _show_ready(cfg, runtime, env_key, first, h, p, t0)
 
-        try:
-            from bmo.server.serve import run
-
-            run(
-                app,
-                cfg.server.host,
-                cfg.server.port,
-                shutdown_grace_s=cfg.server.shutdown_grace_s,
-                on_ready=ready,
-                cleanup=runtime.abort,  # a no-op after a clean shutdown: the app's cleanup closed it
-            )
-        except Exception as e:
-            if not shown:
-                _start_failed(e, cfg)
-            if isinstance(e, BmoError):
-                fail(e.message, 1)
-            raise
+        _serve_app(cfg, runtime, app, ready)
     finally:
         remove_serve_file(cfg.home, os.getpid())
         if first is not None and not shown:
@@ -219,14 +204,26 @@ def _serve_worker(cfg: Config, slot: int) -> None:
         app = make_app(runtime, env_api_key=os.environ.get("BMO_API_KEY") or None)
     except Exception as e:
         _start_failed(e, cfg)
-    shown = False
 
     def ready(_h: str, _p: int) -> None:
-        nonlocal shown
-        shown = True
         gc.enable()
         sys.stdout.write(f"ready {os.getpid()}\n")
         sys.stdout.flush()
+
+    _serve_app(cfg, runtime, app, ready, reuse_port=True)
+
+
+def _serve_app(
+    cfg: Config, runtime: Runtime, app: Any, on_ready: Callable[[str, int], None], *, reuse_port: bool = False
+) -> None:
+    """Serve `app` until it shuts down. A failure before it answered is a start-up failure (one
+    line, exit 2); after, a BmoError is one line and exit 1."""
+    shown = False
+
+    def ready(h: str, p: int) -> None:
+        nonlocal shown
+        shown = True
+        on_ready(h, p)
 
     try:
         from bmo.server.serve import run
@@ -237,8 +234,8 @@ def _serve_worker(cfg: Config, slot: int) -> None:
             cfg.server.port,
             shutdown_grace_s=cfg.server.shutdown_grace_s,
             on_ready=ready,
-            cleanup=runtime.abort,
-            reuse_port=True,
+            cleanup=runtime.abort,  # a no-op after a clean shutdown: the app's cleanup closed it
+            reuse_port=reuse_port,
         )
     except Exception as e:
         if not shown:
