@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from fakes import BmoServer, FakeUpstream, LoopThread
+from fakes_anthropic import FakeAnthropicUpstream
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +22,15 @@ def servers() -> Iterator[LoopThread]:
 @pytest.fixture
 def upstream(servers: LoopThread) -> Iterator[FakeUpstream]:
     up = FakeUpstream()
+    servers.run(up.start())
+    yield up
+    servers.run(up.stop())
+
+
+@pytest.fixture
+def claude(servers: LoopThread) -> Iterator[FakeAnthropicUpstream]:
+    """A fake Anthropic Messages upstream (tests/fakes_anthropic.py)."""
+    up = FakeAnthropicUpstream()
     servers.run(up.start())
     yield up
     servers.run(up.stop())

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from clients.run_claude import find_claude, run_claude
-from fakes import FakeUpstream, LoopThread, Step
+from fakes import FakeUpstream, Step
 from fakes_anthropic import AStep, FakeAnthropicUpstream
 
 KEY = "sk-bmo-claude-code-test-0123456789"
@@ -31,14 +30,6 @@ if find_claude() is None:
     if os.environ.get("CI"):
         raise RuntimeError("Claude Code is not installed in .cache/clients; see tests/clients/README.md")
     pytest.skip("Claude Code is not installed (see tests/clients/README.md)", allow_module_level=True)
-
-
-@pytest.fixture
-def claude(servers: LoopThread) -> Iterator[FakeAnthropicUpstream]:
-    up = FakeAnthropicUpstream()
-    servers.run(up.start())
-    yield up
-    servers.run(up.stop())
 
 
 def _tool_results(messages: list[dict[str, Any]]) -> list[str]:

@@ -5,7 +5,6 @@ answer-size limit and redaction on an Anthropic upstream, the agent kept on a qu
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 from bmo.config import load_config
 from bmo.errors import ConfigError
 from conftest import AGENTS, upstream_config
-from fakes import BmoServer, FakeUpstream, LoopThread, Step
+from fakes import BmoServer, FakeUpstream, Step
 from fakes_anthropic import AStep, FakeAnthropicUpstream
 
 USER = [{"role": "user", "content": "hi"}]
@@ -82,14 +81,6 @@ def test_health_and_posture_agree_on_the_store(bmo: BmoServer) -> None:
         bmo.runtime.db.last_write_error = None
     assert get("/health").status_code == 200
     assert get("/v1/openai-compat/posture").json()["state"] == "ready"
-
-
-@pytest.fixture
-def claude(servers: LoopThread) -> Iterator[FakeAnthropicUpstream]:
-    up = FakeAnthropicUpstream()
-    servers.run(up.start())
-    yield up
-    servers.run(up.stop())
 
 
 @pytest.fixture

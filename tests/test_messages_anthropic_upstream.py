@@ -5,7 +5,6 @@ the crossing: the openai SDK on the same Claude agent, with tools and streaming.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -13,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from fakes import BmoServer, LoopThread
+from fakes import BmoServer
 from fakes_anthropic import AStep, FakeAnthropicUpstream
 
 USER = [{"role": "user", "content": "hello"}]
@@ -23,14 +22,6 @@ WEATHER = {
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
 }
 SIG = "EqQBCkYIBxgCKkBsig+/=="
-
-
-@pytest.fixture
-def claude(servers: LoopThread) -> Iterator[FakeAnthropicUpstream]:
-    up = FakeAnthropicUpstream()
-    servers.run(up.start())
-    yield up
-    servers.run(up.stop())
 
 
 @pytest.fixture
